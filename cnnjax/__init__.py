@@ -1,0 +1,3 @@
+"""cnnjax: convolutional neural networks as pure JAX/Flax functions."""
+
+__version__ = "0.1.0"

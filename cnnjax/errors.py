@@ -1,0 +1,30 @@
+"""The one exception type for user mistakes.
+
+`launch.py` prints a `UserError` as a single line and exits with code 2; anything else is a
+bug and keeps its traceback.
+"""
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake the user can fix: the message says what to do."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Returns up to `n` candidates that look like `name`, best first."""
+    candidates = list(candidates)
+    matches = difflib.get_close_matches(name, candidates, n=n, cutoff=0.5)
+    if not matches:
+        # Fall back to prefix/substring matches ("resnet" -> "resnet18", "resnet50").
+        matches = [c for c in candidates if name and (c.startswith(name) or name in c)][:n]
+    return matches
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ' Did you mean ...?' suffix, or '' when nothing is close."""
+    matches = closest(name, candidates)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"

@@ -1,0 +1,5 @@
+"""Model zoo: `get_model(name, num_classes=...)` returns a flax.linen module."""
+
+from cnnjax.models.registry import MODELS, get_model, list_models
+
+__all__ = ["MODELS", "get_model", "list_models"]

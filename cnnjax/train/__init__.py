@@ -1,0 +1,1 @@
+"""Training: state, pure steps, optimizers and schedules, losses, metrics, checkpoints, the loop."""

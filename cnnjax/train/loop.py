@@ -1,0 +1,501 @@
+"""The training loop: the one place that knows data, model, steps, writers and checkpoints.
+
+config -> dataset (on device) -> jitted fused step (batch cut + augment + train step) -> metric
+sums on device -> host at log steps -> metrics.jsonl / TensorBoard / progress bar; eval with one
+jitted scan over the padded test split; orbax checkpoints; SIGTERM -> save and exit 0.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cnnjax import data as data_lib
+from cnnjax import models, parallel
+from cnnjax.data import pipeline
+from cnnjax.errors import UserError
+from cnnjax.train import checkpoint, metrics, optim, steps, writers
+from cnnjax.train.progress import Progress
+from cnnjax.train.state import TrainState, count_params, create_train_state
+
+INIT_STREAM, TRAIN_STREAM = 0, 1
+# Fault injection for the resume tests: SIGKILL this process before training step N (0: off).
+_FAULT_KILL_AT_STEP = int(os.environ.get("CNNJAX_FAULT_KILL_AT_STEP", "0") or 0)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step."""
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a training run ended with. `status`: "completed" or "preempted"."""
+
+    status: str
+    step: int
+    eval_metrics: dict | None
+
+
+def compute_dtype(name: str):
+    """ "auto" is bfloat16 on GPU/TPU and float32 on CPU."""
+    if name == "auto":
+        return jnp.bfloat16 if jax.default_backend() in ("gpu", "tpu") else jnp.float32
+    if name in ("float32", "bfloat16", "float16"):
+        return jnp.dtype(name)
+    raise UserError(f"Unknown dtype {name!r}; choose auto, float32 or bfloat16.")
+
+
+def _every(n: int, steps_per_epoch: int) -> int:
+    """-1 -> once per epoch, 0 -> never (only at the end), n > 0 -> every n steps."""
+    return steps_per_epoch if n < 0 else n
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built from a config before the first step."""
+
+    config: object
+    data: data_lib.Dataset
+    model: object
+    mesh: object
+    schedule: optax.Schedule
+    tx: optax.GradientTransformation
+    steps_per_epoch: int
+    total_steps: int
+    state_shardings: object
+    abstract_state: TrainState
+
+    def init_state(self) -> TrainState:
+        rng = jax.random.fold_in(jax.random.key(self.config.seed), INIT_STREAM)
+        init = jax.jit(
+            create_train_state, static_argnums=(0, 1, 3), out_shardings=self.state_shardings
+        )
+        return init(self.model, self.tx, rng, self.data.image_shape)
+
+
+def build(config) -> Experiment:
+    """Resolves the dataset, model, mesh and optimizer of `config` (no training yet)."""
+    data = data_lib.load(config.data)
+    mesh = parallel.make_mesh()
+    num_devices = mesh.devices.size
+    if config.batch_size % num_devices:
+        raise UserError(
+            f"batch_size={config.batch_size} is not divisible by the {num_devices} "
+            "devices; choose a multiple of the device count."
+        )
+    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    model = models.get_model(
+        config.model.name,
+        num_classes=data.num_classes,
+        dtype=compute_dtype(config.dtype),
+        **model_kwargs,
+    )
+    steps_per_epoch, total_steps = optim.steps_for(config, len(data.train_labels))
+    schedule = optim.create_schedule(config, total_steps, steps_per_epoch)
+    tx = optim.create_optimizer(config, schedule)
+    rng = jax.random.key(0)
+    try:
+        abstract_state = jax.eval_shape(
+            lambda r: create_train_state(model, tx, r, data.image_shape), rng
+        )
+    except (ValueError, TypeError, ZeroDivisionError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"Model {config.model.name!r} cannot take {data.name!r} images of shape "
+            f"{data.image_shape}: {first}. Resize with --config.data.image_size=N or pick "
+            "another model."
+        ) from e
+    state_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
+    return Experiment(
+        config,
+        data,
+        model,
+        mesh,
+        schedule,
+        tx,
+        steps_per_epoch,
+        total_steps,
+        state_shardings,
+        abstract_state,
+    )
+
+
+def _make_train_fn(exp: Experiment):
+    """Compiles (once) the fused step: cut batch -> augment -> normalize -> train_step."""
+    cfg, mesh = exp.config, exp.mesh
+    train_step = steps.make_train_step(
+        num_classes=exp.data.num_classes, label_smoothing=float(cfg.label_smoothing)
+    )
+    base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
+    batch_sharding = parallel.data_sharded(mesh)
+    mean, std, bs = exp.data.mean, exp.data.std, int(cfg.batch_size)
+
+    def fused(state, sums, images, labels, perm, step_in_epoch):
+        x, y = pipeline.take_batch(images, labels, perm, step_in_epoch, bs)
+        x = jax.lax.with_sharding_constraint(x, batch_sharding)
+        y = jax.lax.with_sharding_constraint(y, batch_sharding)
+        aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
+        x = pipeline.normalize(pipeline.augment(x, aug_rng, cfg.augment), mean, std)
+        state, batch_sums = train_step(state, {"image": x, "label": y}, step_rng)
+        return state, metrics.add(sums, batch_sums)
+
+    repl = parallel.replicated(mesh)
+    return jax.jit(
+        fused,
+        in_shardings=(exp.state_shardings, repl, repl, repl, repl, repl),
+        out_shardings=(exp.state_shardings, repl),
+        donate_argnums=(0, 1),
+    )
+
+
+def _make_eval_fn(exp: Experiment):
+    """One jitted scan over the padded test split -> summed metrics (exact, see metrics.py)."""
+    eval_step = steps.make_eval_step(num_classes=exp.data.num_classes)
+    batch_sharding = parallel.data_sharded(exp.mesh)
+    mean, std = exp.data.mean, exp.data.std
+
+    def evaluate(state, images, labels, mask):
+        def batch_sums(xs):
+            img, lab, m = xs
+            batch = {"image": pipeline.normalize(img, mean, std), "label": lab, "mask": m}
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+            return eval_step(state, batch)
+
+        first = jax.tree.map(lambda a: a[0], (images, labels, mask))
+        zeros = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(batch_sums, first)
+        )
+        body = lambda sums, xs: (metrics.add(sums, batch_sums(xs)), None)
+        return jax.lax.scan(body, zeros, (images, labels, mask))[0]
+
+    repl = parallel.replicated(exp.mesh)
+    return jax.jit(
+        evaluate, in_shardings=(exp.state_shardings, repl, repl, repl), out_shardings=repl
+    )
+
+
+def _eval_batch_size(config, num_devices: int) -> int:
+    bs = int(config.eval_batch_size) if int(config.eval_batch_size) > 0 else int(config.batch_size)
+    return -(-bs // num_devices) * num_devices
+
+
+def _device_eval_data(exp: Experiment):
+    bs = _eval_batch_size(exp.config, exp.mesh.devices.size)
+    images, labels, mask = pipeline.pad_for_eval(exp.data.test_images, exp.data.test_labels, bs)
+    return parallel.replicate((images, labels, mask), exp.mesh)
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT; the loop checks it after every step and saves before exiting."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_config(config, workdir: str) -> None:
+    """Writes config.json; on resume, says which keys differ from the saved one."""
+    path = os.path.join(workdir, "config.json")
+    new = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changed = _diff_keys(old, new)
+        if changed:
+            print(
+                f"note: resuming with a config that differs from {path} in: {', '.join(changed)}",
+                flush=True,
+            )
+    if jax.process_index() == 0:
+        with open(path, "w") as f:
+            json.dump(new, f, indent=2, sort_keys=True)
+
+
+def _diff_keys(old, new, prefix=""):
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff_keys(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Outcome:
+    """Trains `config` in `workdir`, resuming from its latest good checkpoint if any."""
+    t_start = time.perf_counter()
+    exp = build(config)  # Before touching the workdir: a config mistake leaves nothing behind.
+    os.makedirs(workdir, exist_ok=True)
+    _write_config(config, workdir)
+    cfg = exp.config
+    ckpts = checkpoint.Checkpoints(
+        os.path.join(workdir, "checkpoints"),
+        keep=int(cfg.keep_checkpoints),
+        best_metric=cfg.best_metric,
+    )
+    repl = parallel.replicated(exp.mesh)
+    start_step, restored = ckpts.restore_latest(_checkpoint_target(exp))
+    if restored is None:
+        state = exp.init_state()
+        sums = jax.device_put(steps.zero_train_sums(), repl)
+        start_step = 0
+    else:
+        state = _restored_state(exp, restored)
+        sums = restored["train_sums"]
+        print(f"Resuming from the checkpoint at step {start_step} in {ckpts.directory}", flush=True)
+    writer = writers.MetricWriter(workdir, resume_step=start_step or None)
+
+    n_train = len(exp.data.train_labels)
+    images = parallel.replicate(exp.data.train_images, exp.mesh)
+    labels = parallel.replicate(exp.data.train_labels, exp.mesh)
+    eval_images, eval_labels, eval_mask = _device_eval_data(exp)
+    seed = np.int32(cfg.seed)
+
+    t_compile = time.perf_counter()
+    perm0 = jax.device_put(pipeline.epoch_permutation(seed, 0, n_train), repl)
+    train_fn = _make_train_fn(exp).lower(state, sums, images, labels, perm0, np.int32(0)).compile()
+    eval_fn = _make_eval_fn(exp).lower(state, eval_images, eval_labels, eval_mask).compile()
+    compile_s = time.perf_counter() - t_compile
+
+    spe, total = exp.steps_per_epoch, exp.total_steps
+    log_every = max(1, int(cfg.log_every_steps))
+    eval_every = _every(int(cfg.eval_every_steps), spe)
+    ckpt_every = _every(int(cfg.checkpoint_every_steps), spe)
+    n_params = count_params(exp.abstract_state.params)
+    name = experiment_name or cfg.model.name
+    print(
+        f"{name}: {cfg.model.name} ({n_params:,} params) on {exp.data.name} "
+        f"({n_train:,} train / {len(exp.data.test_labels):,} test), "
+        f"{total:,} steps of {cfg.batch_size} ({total / spe:.1f} epochs) on "
+        f"{exp.mesh.devices.size} {jax.default_backend()} device(s); compiled in "
+        f"{compile_s:.1f}s",
+        flush=True,
+    )
+    if start_step == 0:
+        writer.write({"step": 0, "kind": "compile", "seconds": compile_s, "wall_time": time.time()})
+
+    progress = Progress(total=total, initial=start_step, desc=name)
+    last_eval = None
+    last_checked = start_step  # Loss is known finite up to here.
+
+    def check_finite(step, *, params_too=False):
+        """Raises if the loss since the last check (or, before a save, any parameter) is
+        not finite: a checkpoint is only ever written from a finite state."""
+        nonlocal last_checked
+        loss_sum = float(jax.device_get(sums["loss_sum"]))
+        if params_too and np.isfinite(loss_sum) and not bool(_all_finite(state.params)):
+            loss_sum = float("nan")  # The last update overflowed although its loss did not.
+        if not np.isfinite(loss_sum):
+            ckpts.wait()
+            good = ckpts.steps()
+            where = (
+                f"the last good checkpoint (step {good[-1]}) stays in {ckpts.directory}"
+                if good
+                else "no checkpoint was written"
+            )
+            raise NonFiniteLossError(
+                f"loss became {loss_sum} between step {last_checked + 1} and step {step}; "
+                f"training stopped and {where}. Lower --config.optim.lr or clip gradients "
+                "with --config.optim.grad_clip_norm=1.0."
+            )
+        last_checked = step
+
+    def run_eval(step):
+        nonlocal last_eval
+        eval_sums = jax.device_get(eval_fn(state, eval_images, eval_labels, eval_mask))
+        result = metrics.summarize(eval_sums)
+        last_eval = {**result, "confusion": np.asarray(eval_sums["confusion"])}
+        writer.write(
+            {"step": step, "epoch": step / spe, "kind": "eval", "wall_time": time.time(), **result}
+        )
+        progress.write(
+            f"eval @ step {step}: loss={result['loss']:.4f} "
+            f"accuracy={result['accuracy']:.4f}"
+            + (f" top5={result['top5_accuracy']:.4f}" if "top5_accuracy" in result else "")
+        )
+        return result
+
+    step, perm, perm_epoch = start_step, None, None
+    t_last, step_last = time.perf_counter(), start_step
+    status = "completed"
+    with _StopFlag() as stop:
+        while step < total:
+            epoch, step_in_epoch = divmod(step, spe)
+            if epoch != perm_epoch:
+                perm = jax.device_put(pipeline.epoch_permutation(seed, epoch, n_train), repl)
+                perm_epoch = epoch
+            if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
+                os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
+            state, sums = train_fn(state, sums, images, labels, perm, np.int32(step_in_epoch))
+            step += 1
+            is_last = step == total
+            if step % log_every == 0 or is_last or stop.signum:
+                check_finite(step)
+                host = jax.device_get(sums)
+                now = time.perf_counter()
+                ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
+                loss = float(host["loss_sum"]) / max(float(host["count"]), 1.0)
+                acc = float(host["correct"]) / max(float(host["count"]), 1.0)
+                writer.write(
+                    {
+                        "step": step,
+                        "epoch": step / spe,
+                        "kind": "train",
+                        "loss": loss,
+                        "accuracy": acc,
+                        "lr": float(exp.schedule(step - 1)),
+                        "images_per_sec": ips,
+                        "wall_time": time.time(),
+                        "elapsed_s": time.perf_counter() - t_start,
+                    }
+                )
+                progress.update(
+                    step,
+                    loss=loss,
+                    accuracy=acc,
+                    images_per_sec=ips,
+                    extra=f"epoch {step / spe:.1f}",
+                )
+                sums = jax.device_put(steps.zero_train_sums(), repl)
+                t_last, step_last = time.perf_counter(), step
+            if stop.signum:
+                check_finite(step, params_too=True)
+                ckpts.save(step, {"state": state, "train_sums": sums})
+                ckpts.wait()
+                writer.write(
+                    {
+                        "step": step,
+                        "kind": "preempted",
+                        "signal": int(stop.signum),
+                        "wall_time": time.time(),
+                    }
+                )
+                progress.close()
+                progress.write(
+                    f"Stopped by signal {stop.signum} at step {step}; checkpoint "
+                    f"saved. Re-run the same command with --workdir={workdir} to "
+                    "resume."
+                )
+                status = "preempted"
+                break
+            eval_metrics = None
+            if (eval_every and step % eval_every == 0) or is_last:
+                eval_metrics = run_eval(step)
+            if (ckpt_every and step % ckpt_every == 0) or eval_metrics or is_last:
+                check_finite(step, params_too=True)
+                ckpts.save(
+                    step,
+                    {"state": state, "train_sums": sums},
+                    metrics={cfg.best_metric: eval_metrics[cfg.best_metric]}
+                    if eval_metrics
+                    else None,
+                )
+    progress.close()
+
+    if status == "completed" and last_eval is None:
+        # Resumed a finished run: evaluate the final state again for the report and pictures.
+        eval_sums = jax.device_get(eval_fn(state, eval_images, eval_labels, eval_mask))
+        last_eval = {
+            **metrics.summarize(eval_sums),
+            "confusion": np.asarray(eval_sums["confusion"]),
+        }
+    ckpts.close()
+    writer.close()
+    if status == "completed" and jax.process_index() == 0:
+        from cnnjax.train import report  # Local: matplotlib only when there is a report.
+
+        report.write_run_report(
+            workdir,
+            exp,
+            last_eval,
+            n_params=n_params,
+            elapsed_s=time.perf_counter() - t_start,
+            name=name,
+        )
+    return Outcome(status=status, step=step, eval_metrics=last_eval)
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """Evaluates the best (else the latest) checkpoint of the run in `workdir` on the test split.
+
+    Returns the summarized metrics plus "step" and "confusion".
+    """
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise UserError(
+            f"No checkpoints in {directory}: train first with the same "
+            f"--experiment and --workdir={workdir}."
+        )
+    exp = build(config)
+    ckpts = checkpoint.Checkpoints(
+        directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True
+    )
+    target = _checkpoint_target(exp)
+    best = ckpts.best_step()
+    step, restored = None, None
+    if best is not None:
+        try:
+            step, restored = best, ckpts.restore(best, target)
+        except Exception as e:  # noqa: BLE001 - fall back to the newest readable one.
+            print(
+                f"warning: best checkpoint (step {best}) is unreadable ({type(e).__name__}); "
+                "using the latest readable one",
+                flush=True,
+            )
+    if restored is None:
+        step, restored = ckpts.restore_latest(target, delete_corrupt=False)
+    ckpts.close()
+    if restored is None:
+        raise UserError(f"No readable checkpoint in {directory}.")
+    state = _restored_state(exp, restored)
+    eval_fn = _make_eval_fn(exp)
+    sums = jax.device_get(eval_fn(state, *_device_eval_data(exp)))
+    return {**metrics.summarize(sums), "step": step, "confusion": np.asarray(sums["confusion"])}
+
+
+def _checkpoint_target(exp: Experiment) -> dict:
+    """The abstract tree a checkpoint restores into, sharded for the current mesh."""
+    repl = parallel.replicated(exp.mesh)
+    sums = jax.eval_shape(steps.zero_train_sums)
+    return {
+        "state": checkpoint.abstract_like(exp.abstract_state, exp.state_shardings),
+        "train_sums": checkpoint.abstract_like(sums, jax.tree.map(lambda _: repl, sums)),
+    }
+
+
+def _restored_state(exp: Experiment, restored: dict) -> TrainState:
+    """A TrainState (with its static apply_fn/tx) from a restored checkpoint tree."""
+    return exp.abstract_state.replace(
+        **{
+            f.name: getattr(restored["state"], f.name)
+            for f in dataclasses.fields(TrainState)
+            if f.name not in ("apply_fn", "tx")
+        }
+    )

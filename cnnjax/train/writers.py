@@ -1,0 +1,73 @@
+"""Where metrics go: `metrics.jsonl` (one JSON object per event) and TensorBoard event files.
+
+On resume from step `s`, events after `s` written by the interrupted run are dropped from
+`metrics.jsonl`, and TensorBoard is told to purge them, so the logs read like one clean run.
+"""
+
+import json
+import math
+import os
+
+import jax
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_events(workdir: str) -> list[dict]:
+    """All events of a run's `metrics.jsonl` (a torn last line from a crash is skipped)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    events = []
+    with open(path) as f:
+        for line in f:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return events
+
+
+def _jsonable(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them readable rather than invalid.
+    return value
+
+
+class MetricWriter:
+    """Writes events on process 0 only. `resume_step`: the step training restarts from."""
+
+    def __init__(self, workdir: str, resume_step: int | None):
+        self.enabled = jax.process_index() == 0
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._tb = None
+        if not self.enabled:
+            return
+        kept = [e for e in read_events(workdir) if resume_step and e.get("step", 0) <= resume_step]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(e) + "\n" for e in kept)
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close().
+        from tensorboardX import SummaryWriter  # Local: only a training run needs it.
+
+        self._tb = SummaryWriter(
+            os.path.join(workdir, "tensorboard"),
+            purge_step=(resume_step + 1) if resume_step else None,
+            flush_secs=10,
+        )
+
+    def write(self, event: dict) -> None:
+        """event: {"step": int, "kind": "train"|"eval"|..., name: number, ...}."""
+        if not self.enabled:
+            return
+        self._file.write(json.dumps({k: _jsonable(v) for k, v in event.items()}) + "\n")
+        self._file.flush()
+        kind = event.get("kind", "train")
+        for name, value in event.items():
+            if name in ("step", "kind") or not isinstance(value, int | float):
+                continue
+            self._tb.add_scalar(f"{kind}/{name}", value, global_step=event["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self._file.close()
+            self._tb.close()

@@ -1,0 +1,49 @@
+"""The confusion matrix: counts in the cells, colour by row-normalized recall."""
+
+import numpy as np
+
+from cnnjax.viz._figure import new_figure, save
+
+
+def confusion_matrix(
+    confusion: np.ndarray, class_names, *, title: str = "", path: str | None = None
+):
+    """confusion: (C, C) counts, rows = true class, columns = predicted class."""
+    confusion = np.asarray(confusion)
+    n = confusion.shape[0]
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros(confusion.shape, np.float64), where=rows > 0)
+    size = min(max(5.0, 0.55 * n + 2.5), 24.0)
+    fig, ax = new_figure(figsize=(size + 1.2, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("fraction of the true class (recall on the diagonal)")
+    names = [str(c) for c in class_names]
+    ax.set_xticks(
+        range(n),
+        names,
+        rotation=45 if max(map(len, names)) > 3 else 0,
+        ha="right" if max(map(len, names)) > 3 else "center",
+    )
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if confusion[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        str(int(confusion[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8 if n > 12 else 10,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    total = confusion.sum()
+    acc = np.trace(confusion) / total if total else 0.0
+    ax.set_title((f"{title}\n" if title else "") + f"accuracy {acc:.4f} on {int(total):,} images")
+    fig.tight_layout()
+    save(fig, path)
+    return fig

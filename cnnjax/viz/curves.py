@@ -1,0 +1,49 @@
+"""Training curves from a run's `metrics.jsonl`: loss, accuracy and learning rate."""
+
+from cnnjax.viz._figure import new_figure, save
+
+
+def training_curves(events: list[dict], *, title: str = "", path: str | None = None):
+    """Loss (train and eval), accuracy (train and eval) and learning rate against the step.
+
+    events: the dicts of `metrics.jsonl` ("kind" is "train" or "eval").
+    """
+    train = [e for e in events if e.get("kind") == "train"]
+    evals = [e for e in events if e.get("kind") == "eval"]
+    fig, axes = new_figure(1, 3, figsize=(15, 4.2))
+    panels = (("loss", "loss"), ("accuracy", "accuracy"), ("lr", "learning rate"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        tr = [(e["step"], e[key]) for e in train if isinstance(e.get(key), int | float)]
+        if tr:
+            ax.plot(*zip(*tr, strict=True), label="train", color="tab:blue", lw=1.5)
+        ev = [(e["step"], e[key]) for e in evals if isinstance(e.get(key), int | float)]
+        if ev:
+            ax.plot(
+                *zip(*ev, strict=True), label="test", color="tab:orange", lw=2, marker="o", ms=3
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        if key == "accuracy":
+            ax.set_ylim(0, 1.0)
+            if ev:
+                best = max(ev, key=lambda p: p[1])
+                ax.annotate(
+                    f"best {best[1]:.3f}",
+                    best,
+                    textcoords="offset points",
+                    xytext=(-40, -18),
+                    fontsize=9,
+                    color="tab:orange",
+                )
+        if key == "loss" and tr and min(v for _, v in tr) > 0:
+            ax.set_yscale("log")
+        if tr or ev:
+            if key != "lr":
+                ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, path)
+    return fig

@@ -1,0 +1,64 @@
+"""Defaults shared by every experiment; each experiment copies this and changes what it needs.
+
+Conventions: `*_every_steps` = -1 means once per epoch, 0 means only at the end.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # model.name picks the registered model; every other key under model is passed to it.
+    c.model = ml_collections.ConfigDict({"name": "lenet5"})
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"
+    c.data.data_dir = ""  # "" -> $TFDS_DATA_DIR, then TFDS's default (~/tensorflow_datasets).
+    c.data.image_size = 0  # > 0 resizes every image to image_size x image_size once on load.
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.crop_padding = 0  # Pad-and-random-crop by this many pixels (0: off).
+    c.augment.crop_mode = "constant"  # "constant" (zeros) or "reflect".
+    c.augment.flip = False  # Random horizontal flip.
+
+    c.batch_size = 128
+    c.eval_batch_size = 0  # 0 -> batch_size.
+    c.num_epochs = 10.0
+    c.num_train_steps = -1  # > 0 overrides num_epochs.
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "sgd"  # sgd | adam | adamw | rmsprop
+    c.optim.lr = 0.1
+    c.optim.momentum = 0.9
+    c.optim.nesterov = False
+    c.optim.weight_decay = 0.0
+    c.optim.weight_decay_mask = "kernels"  # "kernels" (no biases or norm params) or "all".
+    c.optim.decoupled_weight_decay = False  # adamw is always decoupled.
+    c.optim.grad_clip_norm = 0.0  # > 0 clips the global gradient norm.
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.rms_decay = 0.9
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "cosine"  # constant | piecewise | cosine | onecycle
+    c.schedule.warmup_steps = 0
+    c.schedule.warmup_epochs = 0.0  # Added to warmup_steps.
+    c.schedule.end_lr_factor = 0.0  # cosine: final lr = lr * end_lr_factor.
+    c.schedule.boundaries = (0.5, 0.75)  # piecewise: fractions of the run ...
+    c.schedule.decay_factor = 0.1  # ... where lr is multiplied by this.
+    c.schedule.pct_start = 0.25  # onecycle: fraction of the run spent rising.
+    c.schedule.div_factor = 25.0  # onecycle: initial lr = lr / div_factor.
+    c.schedule.final_div_factor = 1e4  # onecycle: final lr = initial lr / final_div_factor.
+
+    c.label_smoothing = 0.0
+    c.dtype = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
+
+    c.log_every_steps = 50
+    c.eval_every_steps = -1
+    c.checkpoint_every_steps = -1
+    c.keep_checkpoints = 2
+    c.best_metric = "accuracy"  # The eval metric that picks the "best" checkpoint.
+    return c

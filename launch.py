@@ -1,0 +1,155 @@
+"""cnnjax launcher: flags in, one call out.
+
+    python launch.py --experiment=NAME [--workdir=DIR] [--mode=MODE] [--config.KEY=VALUE ...]
+    python launch.py --list
+
+User mistakes exit with code 2 and one line; a non-finite loss exits with code 3.
+"""
+
+import datetime
+import os
+import sys
+
+from absl import app, flags
+
+MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")
+IMPLEMENTED_MODES = ("train", "eval")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("experiment", None, "Experiment name (see --list).")
+flags.DEFINE_string(
+    "workdir",
+    None,
+    "Run directory; default: a fresh folder under runs/. Re-running with the same workdir resumes.",
+)
+flags.DEFINE_enum("mode", "train", MODES, "What to do with the experiment.")
+flags.DEFINE_bool("list", False, "List the experiments and exit.")
+flags.DEFINE_list("images", [], "Image files for --mode=predict.")
+
+_OVERRIDES: list[tuple[str, str]] = []  # The --config.KEY=VALUE pairs, split off before absl.
+
+
+def _fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing with `--config.*` split off first and one-line errors (exit 2)."""
+    from cnnjax.errors import UserError, did_you_mean
+    from cnnjax.overrides import split_argv
+
+    try:
+        rest, overrides = split_argv(argv)
+    except UserError as e:
+        _fail(str(e))
+    try:
+        remaining = FLAGS(rest)
+    except flags.Error as e:
+        message = str(e)
+        for arg in rest[1:]:
+            if arg.startswith("--"):
+                name = arg[2:].split("=", 1)[0]
+                if name not in FLAGS and name.removeprefix("no") not in FLAGS:
+                    known = [f for f in ("experiment", "workdir", "mode", "list", "images")]
+                    message = (
+                        f"Unknown flag --{name}.{did_you_mean(name, known)} "
+                        "Config values are set with --config.KEY=VALUE."
+                    )
+                    break
+        _fail(message)
+    _OVERRIDES[:] = overrides  # Read by run().
+    return remaining
+
+
+def _list_experiments() -> None:
+    import experiments
+
+    width = max(map(len, experiments.EXPERIMENTS))
+    for name in sorted(experiments.EXPERIMENTS):
+        print(f"{name:<{width}}  {experiments.describe(name)}")
+
+
+def _default_workdir(name: str) -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{name}-{stamp}")
+
+
+def run(argv) -> int:
+    import experiments
+    from cnnjax.errors import UserError, did_you_mean
+    from cnnjax.overrides import apply_overrides
+
+    if len(argv) > 1:
+        raise UserError(
+            f"Unexpected arguments {argv[1:]}; flags look like --experiment=NAME "
+            "and config values like --config.KEY=VALUE."
+        )
+    if FLAGS.list:
+        _list_experiments()
+        return 0
+    name = FLAGS.experiment
+    if not name:
+        raise UserError(
+            "Which experiment? Pass --experiment=NAME; --list shows them all "
+            "(start with --experiment=quickstart)."
+        )
+    if name not in experiments.EXPERIMENTS:
+        raise UserError(
+            f"Unknown experiment {name!r}.{did_you_mean(name, experiments.EXPERIMENTS)}"
+            " --list shows them all."
+        )
+    config = apply_overrides(experiments.EXPERIMENTS[name].get_config(), _OVERRIDES)
+    mode = FLAGS.mode
+    if mode not in IMPLEMENTED_MODES:
+        raise UserError(
+            f"--mode={mode} is not available in this version of cnnjax yet; "
+            f"available modes: {', '.join(IMPLEMENTED_MODES)}."
+        )
+
+    from cnnjax.train import loop
+
+    if mode == "eval":
+        if not FLAGS.workdir:
+            raise UserError("--mode=eval needs the run to evaluate: pass --workdir=RUN_DIR.")
+        result = loop.evaluate_checkpoint(config, FLAGS.workdir)
+        print(
+            f"{name} @ step {result['step']}: test loss {result['loss']:.4f}, accuracy "
+            f"{result['accuracy']:.4f}"
+            + (f", top-5 {result['top5_accuracy']:.4f}" if "top5_accuracy" in result else "")
+            + f", macro F1 {result['macro_f1']:.4f} on {result['num_examples']:,} images"
+        )
+        return 0
+
+    workdir = FLAGS.workdir or _default_workdir(name)
+    print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
+    outcome = loop.train_and_evaluate(config, workdir, experiment_name=name)
+    if outcome.status == "completed" and outcome.eval_metrics:
+        m = outcome.eval_metrics
+        print(
+            f"done: test accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f} after "
+            f"{outcome.step:,} steps; outputs in {workdir}",
+            flush=True,
+        )
+    return 0
+
+
+def main(argv):
+    from absl import logging
+
+    from cnnjax.errors import UserError
+    from cnnjax.train.loop import NonFiniteLossError
+
+    if not FLAGS["verbosity"].present:
+        # orbax logs every save at INFO and warns about routine things; `-v 0` shows it all.
+        logging.set_verbosity(logging.ERROR)
+    try:
+        return run(argv)
+    except UserError as e:
+        _fail(str(e), 2)
+    except NonFiniteLossError as e:
+        _fail(str(e), 3)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,65 @@
+"""The on-device pipeline: order is a pure function of (seed, epoch, step); augmentation is
+correct and deterministic."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cnnjax.data import pipeline
+
+
+def test_permutation_is_a_pure_function_of_seed_and_epoch():
+    a = np.asarray(pipeline.epoch_permutation(np.int32(0), 3, 100))
+    b = np.asarray(pipeline.epoch_permutation(np.int32(0), 3, 100))
+    c = np.asarray(pipeline.epoch_permutation(np.int32(0), 4, 100))
+    d = np.asarray(pipeline.epoch_permutation(np.int32(1), 3, 100))
+    np.testing.assert_array_equal(a, b)
+    assert sorted(a) == list(range(100))
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_take_batch_slices_the_permutation():
+    images = jnp.arange(10)[:, None, None, None] * jnp.ones((10, 2, 2, 1))
+    labels = jnp.arange(10)
+    perm = jnp.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], jnp.int32)
+    x, y = pipeline.take_batch(images, labels, perm, jnp.int32(1), 3)
+    np.testing.assert_array_equal(y, [6, 5, 4])
+    np.testing.assert_array_equal(x[:, 0, 0, 0], [6, 5, 4])
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_random_crop_offsets_in_bounds_and_content_preserved(mode):
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(1, 255, (64, 8, 8, 1)), jnp.uint8)
+    out = np.asarray(pipeline.random_crop(images, jax.random.key(0), 2, mode))
+    assert out.shape == images.shape
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)), mode=mode)
+    offsets = set()
+    for i in range(64):
+        found = [
+            (dy, dx)
+            for dy in range(5)
+            for dx in range(5)
+            if np.array_equal(padded[i, dy : dy + 8, dx : dx + 8], out[i])
+        ]
+        assert found, f"image {i} is not a crop of its padded self"
+        offsets.add(found[0])
+    assert len(offsets) > 5  # Offsets vary across the batch.
+
+
+def test_flip_is_a_mirror_and_deterministic():
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 255, (32, 4, 5, 3)), jnp.uint8)
+    out = np.asarray(pipeline.random_flip(images, jax.random.key(1)))
+    flipped = [np.array_equal(out[i], np.asarray(images[i])[:, ::-1]) for i in range(32)]
+    kept = [np.array_equal(out[i], np.asarray(images[i])) for i in range(32)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 4 < sum(flipped) < 28
+    np.testing.assert_array_equal(out, pipeline.random_flip(images, jax.random.key(1)))
+
+
+def test_pad_for_eval_masks_padding():
+    images = np.arange(5)[:, None, None, None].astype(np.uint8)
+    imgs, labels, mask = pipeline.pad_for_eval(images, np.arange(5), 2)
+    assert imgs.shape == (3, 2, 1, 1, 1)
+    np.testing.assert_array_equal(mask, [[1, 1], [1, 1], [1, 0]])

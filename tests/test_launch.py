@@ -1,0 +1,126 @@
+"""launch.py as a user sees it: exit codes, one-line errors, files written, metrics that move."""
+
+import json
+import os
+
+import pytest
+from conftest import TINY_QUICKSTART, launch
+
+
+def assert_user_error(proc, *needles):
+    """Exit code 2, one clear line on stderr, no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+def test_list_shows_experiments_with_descriptions():
+    proc = launch(["--list"], check=True)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("quickstart"))
+    assert "LeNet-5" in line
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--experiment=quickstrat"], ["Unknown experiment 'quickstrat'", "'quickstart'"]),
+        ([], ["--experiment=NAME"]),
+        (
+            ["--experiment=quickstart", "--config.optim.lrr=0.1"],
+            ["Unknown config key 'optim.lrr'", "'optim.lr'"],
+        ),
+        (
+            ["--experiment=quickstart", "--config.optim.lr=fast"],
+            ["--config.optim.lr=fast", "expected a number"],
+        ),
+        (["--experiment=quickstart", "--config.batch_size=2.5"], ["expected an integer"]),
+        (["--experiment=quickstart", "--config.optim.nesterov=maybe"], ["true or false"]),
+        (
+            ["--experiment=quickstart", "--config.model.name=lenet6"],
+            ["Unknown model 'lenet6'", "'lenet5'"],
+        ),
+        (
+            ["--experiment=quickstart", "--config.data.name=digitz"],
+            ["Unknown dataset 'digitz'", "'digits'"],
+        ),
+        (
+            ["--experiment=quickstart", "--config.optim.name=sgdd"],
+            ["Unknown optimizer 'sgdd'", "'sgd'"],
+        ),
+        (["--experiment=quickstart", "--experimnt=x"], ["Unknown flag --experimnt", "experiment"]),
+        (["--experiment=quickstart", "--mode=trian"], ["trian"]),
+        (["--experiment=quickstart", "--config.batch_size=5000"], ["batch_size=5000"]),
+        (["--experiment=quickstart", "--config.data.image_size=4"], ["cannot take", "image_size"]),
+        (
+            ["--experiment=quickstart", "--mode=eval", "--workdir=/nonexistent/run"],
+            ["No checkpoints"],
+        ),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(args, needles):
+    assert_user_error(launch(args), *needles)
+
+
+def test_quickstart_end_to_end_shrunk(tmp_path):
+    workdir = tmp_path / "run"
+    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
+    assert "done: test accuracy" in proc.stdout
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "summary.txt",
+        "plots/training_curves.png",
+        "plots/confusion_matrix.png",
+    ):
+        assert (workdir / name).is_file(), name
+    assert any(
+        p.name.startswith("events.out.tfevents") for p in (workdir / "tensorboard").iterdir()
+    )
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["num_train_steps"] == 40 and config["model"]["name"] == "lenet5"
+
+    events = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
+    train = [e for e in events if e["kind"] == "train"]
+    evals = [e for e in events if e["kind"] == "eval"]
+    assert [e["step"] for e in train] == list(range(5, 41, 5))
+    assert [e["step"] for e in evals] == [20, 40]
+    for e in train:
+        assert {"epoch", "wall_time", "images_per_sec", "loss", "accuracy", "lr"} <= set(e)
+        assert e["images_per_sec"] > 0
+    # Metrics that move: the loss falls and the model beats chance (10%) by far.
+    assert train[-1]["loss"] < 0.6 * train[0]["loss"]
+    assert evals[-1]["accuracy"] > 0.5
+    assert {"top5_accuracy", "macro_f1", "loss"} <= set(evals[-1])
+
+    summary = (workdir / "summary.txt").read_text()
+    assert "accuracy" in summary and "precision" in summary
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == 40  # The newest checkpoint always survives retention.
+
+    # --mode=eval on the finished run reports the best checkpoint's metrics.
+    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}", "--mode=eval"], check=True)
+    best = max(evals, key=lambda e: e["accuracy"])
+    assert f"accuracy {best['accuracy']:.4f}" in proc.stdout
+
+    # Re-running the finished run resumes at the end: nothing retrained, no duplicate events.
+    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
+    assert "Resuming from the checkpoint at step 40" in proc.stdout
+    events_again = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events_again] == [e["step"] for e in events]
+
+
+def test_unimplemented_mode_is_a_clear_error():
+    proc = launch(["--experiment=quickstart", "--mode=visualize"])
+    assert_user_error(proc, "--mode=visualize", "available modes")
+
+
+def test_default_workdir_is_fresh_under_runs():
+    from launch import _default_workdir
+
+    path = _default_workdir("quickstart")
+    assert os.path.dirname(path) == "runs"
+    assert os.path.basename(path).startswith("quickstart-")

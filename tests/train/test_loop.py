@@ -1,0 +1,129 @@
+"""The loop's promises: kill -9 + re-run is bit-identical, SIGTERM saves and exits 0,
+a non-finite loss stops with the step number and leaves the last good checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+from conftest import ROOT, TINY_QUICKSTART, launch
+
+RESUME_ARGS = [*TINY_QUICKSTART, "--config.num_train_steps=60", "--config.augment.flip=true"]
+
+
+def final_params(workdir) -> dict:
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    step = max(int(p) for p in os.listdir(ckpt_dir) if p.isdigit())
+    tree = ocp.PyTreeCheckpointer().restore(os.path.join(ckpt_dir, str(step), "default"))
+    return step, tree["state"]["params"]
+
+
+def events(workdir, kind):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(ln) for ln in f if json.loads(ln)["kind"] == kind]
+
+
+def strip_timing(event):
+    return {k: v for k, v in event.items() if k not in ("wall_time", "elapsed_s", "images_per_sec")}
+
+
+def test_kill_9_then_rerun_is_bit_identical(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    launch([*RESUME_ARGS, f"--workdir={reference}"], check=True)
+
+    resumed = tmp_path / "killed"
+    # Killed right after the step-40 checkpoint save was started (the save may be torn), then
+    # again mid-interval at step 47, then run to the end with the same command.
+    for kill_at in (40, 47):
+        proc = launch(
+            [*RESUME_ARGS, f"--workdir={resumed}"], env={"CNNJAX_FAULT_KILL_AT_STEP": str(kill_at)}
+        )
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
+    proc = launch([*RESUME_ARGS, f"--workdir={resumed}"], check=True)
+    assert "Resuming from the checkpoint at step" in proc.stdout
+
+    step_a, params_a = final_params(reference)
+    step_b, params_b = final_params(resumed)
+    assert step_a == step_b == 60
+    flat_a = ocp.tree.to_flat_dict(params_a)
+    flat_b = ocp.tree.to_flat_dict(params_b)
+    assert flat_a.keys() == flat_b.keys()
+    for key in flat_a:
+        np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=str(key))
+    for kind in ("train", "eval"):
+        assert [strip_timing(e) for e in events(reference, kind)] == [
+            strip_timing(e) for e in events(resumed, kind)
+        ], kind
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
+    workdir = tmp_path / "run"
+    args = [
+        *TINY_QUICKSTART,
+        "--config.num_train_steps=100000",
+        "--config.log_every_steps=1",
+        f"--workdir={workdir}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if metrics.exists() and '"kind": "train"' in metrics.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError("training never started")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    preempted = events(workdir, "preempted")
+    assert len(preempted) == 1 and preempted[0]["signal"] == signal.SIGTERM
+    step = preempted[0]["step"]
+    assert f"at step {step}; checkpoint saved" in out + err
+    saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert saved[-1] == step
+
+    # The same command picks up exactly there.
+    proc = launch(
+        [*args[:-2], "--config.num_train_steps=" + str(step + 5), f"--workdir={workdir}"],
+        check=True,
+    )
+    assert f"Resuming from the checkpoint at step {step}" in proc.stdout
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    # The learning rate jumps by 1e12 half-way: fine for 20 steps, then the loss blows up.
+    proc = launch(
+        [
+            *TINY_QUICKSTART,
+            "--config.optim.name=sgd",
+            "--config.optim.lr=0.01",
+            "--config.schedule.warmup_epochs=0",
+            "--config.schedule.name=piecewise",
+            "--config.schedule.boundaries=(0.5,)",
+            "--config.schedule.decay_factor=1e12",
+            f"--workdir={workdir}",
+        ]
+    )
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: loss became") and "between step 21 and step 25" in message
+    assert "last good checkpoint (step 20)" in message
+    saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
+    assert saved[-1] == 20
+    tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / "20" / "default"))
+    for leaf in ocp.tree.to_flat_dict(tree["state"]["params"]).values():
+        assert np.all(np.isfinite(leaf))

@@ -1,0 +1,36 @@
+"""The end-of-run pictures: training curves and the confusion matrix."""
+
+import matplotlib.image
+import numpy as np
+
+from cnnjax.viz import confusion, curves
+
+
+def test_training_curves_png(tmp_path):
+    events = [
+        {"step": s, "kind": "train", "loss": 2.0 / s, "accuracy": 1 - 1 / s, "lr": 0.1}
+        for s in range(1, 30)
+    ]
+    events += [
+        {"step": s, "kind": "eval", "loss": 2.5 / s, "accuracy": 0.9 - 1 / s} for s in (10, 20, 29)
+    ]
+    path = tmp_path / "curves.png"
+    fig = curves.training_curves(events, title="t", path=str(path))
+    assert len(fig.axes) == 3
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2, 1]
+    assert fig.axes[0].get_yscale() == "log"
+    assert matplotlib.image.imread(path).shape[1] > 1000
+
+
+def test_confusion_matrix_png(tmp_path):
+    m = np.array([[5, 1, 0], [0, 4, 2], [1, 0, 7]])
+    path = tmp_path / "cm.png"
+    fig = confusion.confusion_matrix(m, ["cat", "dog", "bird"], path=str(path))
+    ax = fig.axes[0]
+    data = ax.images[0].get_array()
+    np.testing.assert_allclose(data.sum(axis=1), 1.0)  # Row-normalized colours.
+    texts = sorted(t.get_text() for t in ax.texts)
+    assert texts == sorted(str(v) for v in m.flatten() if v)
+    assert "accuracy 0.8000" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "bird"]
+    assert path.stat().st_size > 10_000
