@@ -127,3 +127,14 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
     tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / "20" / "default"))
     for leaf in ocp.tree.to_flat_dict(tree["state"]["params"]).values():
         assert np.all(np.isfinite(leaf))
+
+
+def test_eight_devices_train_like_one(tmp_path):
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=20", "--config.eval_every_steps=0"]
+    launch([*args, f"--workdir={tmp_path / 'one'}"], check=True)
+    proc = launch([*args, f"--workdir={tmp_path / 'eight'}"],
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=True)
+    assert "on 8 cpu device(s)" in proc.stdout
+    one, eight = events(tmp_path / "one", "eval")[-1], events(tmp_path / "eight", "eval")[-1]
+    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-4)
+    assert abs(eight["accuracy"] - one["accuracy"]) <= 1 / 359

@@ -102,3 +102,15 @@ def test_eval_is_exact_over_a_padded_last_batch():
     assert padded["top5_accuracy"] == full["top5_accuracy"]
     np.testing.assert_array_equal(conf_padded, conf_full)
     assert conf_full.sum() == n
+
+
+def test_bfloat16_compute_keeps_float32_parameters():
+    model = get_model("lenet5", num_classes=10, dtype=jnp.bfloat16)
+    state = create_train_state(model, optax.sgd(0.1), jax.random.key(0), (32, 32, 1))
+    batch = _batch(n=8, size=32, classes=10)
+    logits = model.apply(state.variables, batch["image"], train=False)
+    assert logits.dtype == jnp.bfloat16
+    new_state, sums = jax.jit(steps.make_train_step(num_classes=10))(
+        state, batch, jax.random.key(1))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new_state.params))
+    assert sums["loss_sum"].dtype == jnp.float32 and np.isfinite(float(sums["loss_sum"]))
