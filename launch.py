@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")
-IMPLEMENTED_MODES = ("train", "eval")
+IMPLEMENTED_MODES = ("train", "eval", "summary")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see --list).")
@@ -109,6 +109,16 @@ def run(argv) -> int:
 
     from cnnjax.train import loop
 
+    if mode == "summary":
+        from cnnjax.summary import format_summary, summarize
+
+        exp = loop.build(config)
+        print(format_summary(summarize(exp.model, exp.data.image_shape)))
+        print(f"data: {exp.data.name}, {len(exp.data.train_labels):,} train / "
+              f"{len(exp.data.test_labels):,} test images of {exp.data.image_shape}, "
+              f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
+              f"{config.batch_size}")
+        return 0
     if mode == "eval":
         if not FLAGS.workdir:
             raise UserError("--mode=eval needs the run to evaluate: pass --workdir=RUN_DIR.")

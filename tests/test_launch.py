@@ -113,6 +113,13 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
     assert [e["step"] for e in events_again] == [e["step"] for e in events]
 
 
+def test_summary_mode_prints_the_keras_style_table():
+    proc = launch(["--experiment=quickstart", "--mode=summary"], check=True)
+    assert "Trainable params: 62,558" in proc.stdout  # LeNet-5 on 1-channel digits.
+    assert "Forward FLOPs per image" in proc.stdout and "conv1 (Conv)" in proc.stdout
+    assert "1,438 train / 359 test" in proc.stdout
+
+
 def test_unimplemented_mode_is_a_clear_error():
     proc = launch(["--experiment=quickstart", "--mode=visualize"])
     assert_user_error(proc, "--mode=visualize", "available modes")

@@ -40,7 +40,8 @@ class LeNet5(nn.Module):
         for i, d in enumerate(self.dense):
             x = nn.Dense(d, dtype=self.dtype, name=f"fc{i + 1}")(x)
             x = self.activation(x)
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            if self.dropout_rate > 0:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         if self.num_classes is None:
             return x
         return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x)
