@@ -114,10 +114,12 @@ def run(argv) -> int:
 
         exp = loop.build(config)
         print(format_summary(summarize(exp.model, exp.data.image_shape)))
-        print(f"data: {exp.data.name}, {len(exp.data.train_labels):,} train / "
-              f"{len(exp.data.test_labels):,} test images of {exp.data.image_shape}, "
-              f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
-              f"{config.batch_size}")
+        print(
+            f"data: {exp.data.name}, {exp.data.num_train:,} train / "
+            f"{exp.data.num_test:,} test images of {exp.data.image_shape}, "
+            f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
+            f"{config.batch_size}"
+        )
         return 0
     if mode == "eval":
         if not FLAGS.workdir:

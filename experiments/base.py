@@ -17,6 +17,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"
     c.data.data_dir = ""  # "" -> $TFDS_DATA_DIR, then TFDS's default (~/tensorflow_datasets).
     c.data.image_size = 0  # > 0 resizes every image to image_size x image_size once on load.
+    c.data.feeding = "auto"  # device (upload once) | stream (grain, host decode) | auto.
 
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 0  # Pad-and-random-crop by this many pixels (0: off).

@@ -15,28 +15,47 @@ from cnnjax.errors import UserError, did_you_mean
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """An in-memory image classification dataset.
+    """An image classification dataset, in memory or streamed.
 
-    train_images/test_images: uint8 (N, H, W, C); train_labels/test_labels: int32 (N,).
+    In memory: train_images/test_images uint8 (N, H, W, C), train_labels/test_labels int32 (N,).
+    Streamed: train_source/test_source give random access to records {"image", "label"}
+    (decoded or encoded images) and `image_shape` is the shape the transforms produce.
     mean/std: float32 (C,), statistics of pixels scaled to [0, 1].
     """
 
     name: str
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
     class_names: tuple[str, ...]
     mean: np.ndarray
     std: np.ndarray
+    train_images: np.ndarray | None = None
+    train_labels: np.ndarray | None = None
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+    train_source: object = None
+    test_source: object = None
+    stream_image_shape: tuple[int, int, int] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     @property
+    def in_memory(self) -> bool:
+        return self.train_images is not None
+
+    @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_images.shape[1:])
+        if self.in_memory:
+            return tuple(self.train_images.shape[1:])
+        return tuple(self.stream_image_shape)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_labels) if self.in_memory else len(self.train_source)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_labels) if self.in_memory else len(self.test_source)
 
 
 def _digits(data_config) -> dict:

@@ -19,13 +19,12 @@ import optax
 
 from cnnjax import data as data_lib
 from cnnjax import models, parallel
-from cnnjax.data import pipeline
 from cnnjax.errors import UserError
-from cnnjax.train import checkpoint, metrics, optim, steps, writers
+from cnnjax.train import checkpoint, feeds, metrics, optim, steps, writers
 from cnnjax.train.progress import Progress
 from cnnjax.train.state import TrainState, count_params, create_train_state
 
-INIT_STREAM, TRAIN_STREAM = 0, 1
+INIT_STREAM = 0  # fold_in tag of the initialization RNG (training uses feeds.TRAIN_STREAM).
 # Fault injection for the resume tests: SIGKILL this process before training step N (0: off).
 _FAULT_KILL_AT_STEP = int(os.environ.get("CNNJAX_FAULT_KILL_AT_STEP", "0") or 0)
 
@@ -102,7 +101,7 @@ def build(config) -> Experiment:
         dtype=compute_dtype(config.dtype),
         **model_kwargs,
     )
-    steps_per_epoch, total_steps = optim.steps_for(config, len(data.train_labels))
+    steps_per_epoch, total_steps = optim.steps_for(config, data.num_train)
     schedule = optim.create_schedule(config, total_steps, steps_per_epoch)
     tx = optim.create_optimizer(config, schedule)
     rng = jax.random.key(0)
@@ -130,71 +129,6 @@ def build(config) -> Experiment:
         state_shardings,
         abstract_state,
     )
-
-
-def _make_train_fn(exp: Experiment):
-    """Compiles (once) the fused step: cut batch -> augment -> normalize -> train_step."""
-    cfg, mesh = exp.config, exp.mesh
-    train_step = steps.make_train_step(
-        num_classes=exp.data.num_classes, label_smoothing=float(cfg.label_smoothing)
-    )
-    base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
-    batch_sharding = parallel.data_sharded(mesh)
-    mean, std, bs = exp.data.mean, exp.data.std, int(cfg.batch_size)
-
-    def fused(state, sums, images, labels, perm, step_in_epoch):
-        x, y = pipeline.take_batch(images, labels, perm, step_in_epoch, bs)
-        x = jax.lax.with_sharding_constraint(x, batch_sharding)
-        y = jax.lax.with_sharding_constraint(y, batch_sharding)
-        aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
-        x = pipeline.normalize(pipeline.augment(x, aug_rng, cfg.augment), mean, std)
-        state, batch_sums = train_step(state, {"image": x, "label": y}, step_rng)
-        return state, metrics.add(sums, batch_sums)
-
-    repl = parallel.replicated(mesh)
-    return jax.jit(
-        fused,
-        in_shardings=(exp.state_shardings, repl, repl, repl, repl, repl),
-        out_shardings=(exp.state_shardings, repl),
-        donate_argnums=(0, 1),
-    )
-
-
-def _make_eval_fn(exp: Experiment):
-    """One jitted scan over the padded test split -> summed metrics (exact, see metrics.py)."""
-    eval_step = steps.make_eval_step(num_classes=exp.data.num_classes)
-    batch_sharding = parallel.data_sharded(exp.mesh)
-    mean, std = exp.data.mean, exp.data.std
-
-    def evaluate(state, images, labels, mask):
-        def batch_sums(xs):
-            img, lab, m = xs
-            batch = {"image": pipeline.normalize(img, mean, std), "label": lab, "mask": m}
-            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            return eval_step(state, batch)
-
-        first = jax.tree.map(lambda a: a[0], (images, labels, mask))
-        zeros = jax.tree.map(
-            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(batch_sums, first)
-        )
-        body = lambda sums, xs: (metrics.add(sums, batch_sums(xs)), None)
-        return jax.lax.scan(body, zeros, (images, labels, mask))[0]
-
-    repl = parallel.replicated(exp.mesh)
-    return jax.jit(
-        evaluate, in_shardings=(exp.state_shardings, repl, repl, repl), out_shardings=repl
-    )
-
-
-def _eval_batch_size(config, num_devices: int) -> int:
-    bs = int(config.eval_batch_size) if int(config.eval_batch_size) > 0 else int(config.batch_size)
-    return -(-bs // num_devices) * num_devices
-
-
-def _device_eval_data(exp: Experiment):
-    bs = _eval_batch_size(exp.config, exp.mesh.devices.size)
-    images, labels, mask = pipeline.pad_for_eval(exp.data.test_images, exp.data.test_labels, bs)
-    return parallel.replicate((images, labels, mask), exp.mesh)
 
 
 class _StopFlag:
@@ -272,16 +206,11 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         print(f"Resuming from the checkpoint at step {start_step} in {ckpts.directory}", flush=True)
     writer = writers.MetricWriter(workdir, resume_step=start_step or None)
 
-    n_train = len(exp.data.train_labels)
-    images = parallel.replicate(exp.data.train_images, exp.mesh)
-    labels = parallel.replicate(exp.data.train_labels, exp.mesh)
-    eval_images, eval_labels, eval_mask = _device_eval_data(exp)
-    seed = np.int32(cfg.seed)
-
+    n_train = exp.data.num_train
+    feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings)
     t_compile = time.perf_counter()
-    perm0 = jax.device_put(pipeline.epoch_permutation(seed, 0, n_train), repl)
-    train_fn = _make_train_fn(exp).lower(state, sums, images, labels, perm0, np.int32(0)).compile()
-    eval_fn = _make_eval_fn(exp).lower(state, eval_images, eval_labels, eval_mask).compile()
+    feed.compile(state, sums)
+    evaluator.compile(state)
     compile_s = time.perf_counter() - t_compile
 
     spe, total = exp.steps_per_epoch, exp.total_steps
@@ -292,7 +221,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     name = experiment_name or cfg.model.name
     print(
         f"{name}: {cfg.model.name} ({n_params:,} params) on {exp.data.name} "
-        f"({n_train:,} train / {len(exp.data.test_labels):,} test), "
+        f"({n_train:,} train / {exp.data.num_test:,} test), "
         f"{total:,} steps of {cfg.batch_size} ({total / spe:.1f} epochs) on "
         f"{exp.mesh.devices.size} {jax.default_backend()} device(s); compiled in "
         f"{compile_s:.1f}s",
@@ -329,7 +258,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     def run_eval(step):
         nonlocal last_eval
-        eval_sums = jax.device_get(eval_fn(state, eval_images, eval_labels, eval_mask))
+        eval_sums = evaluator(state)
         result = metrics.summarize(eval_sums)
         last_eval = {**result, "confusion": np.asarray(eval_sums["confusion"])}
         writer.write(
@@ -342,18 +271,14 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         )
         return result
 
-    step, perm, perm_epoch = start_step, None, None
+    step = start_step
     t_last, step_last = time.perf_counter(), start_step
     status = "completed"
     with _StopFlag() as stop:
         while step < total:
-            epoch, step_in_epoch = divmod(step, spe)
-            if epoch != perm_epoch:
-                perm = jax.device_put(pipeline.epoch_permutation(seed, epoch, n_train), repl)
-                perm_epoch = epoch
             if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
                 os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
-            state, sums = train_fn(state, sums, images, labels, perm, np.int32(step_in_epoch))
+            state, sums = feed.step(state, sums, step)
             step += 1
             is_last = step == total
             if step % log_every == 0 or is_last or stop.signum:
@@ -421,11 +346,12 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     if status == "completed" and last_eval is None:
         # Resumed a finished run: evaluate the final state again for the report and pictures.
-        eval_sums = jax.device_get(eval_fn(state, eval_images, eval_labels, eval_mask))
+        eval_sums = evaluator(state)
         last_eval = {
             **metrics.summarize(eval_sums),
             "confusion": np.asarray(eval_sums["confusion"]),
         }
+    feed.close()
     ckpts.close()
     writer.close()
     if status == "completed" and jax.process_index() == 0:
@@ -475,8 +401,8 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     if restored is None:
         raise UserError(f"No readable checkpoint in {directory}.")
     state = _restored_state(exp, restored)
-    eval_fn = _make_eval_fn(exp)
-    sums = jax.device_get(eval_fn(state, *_device_eval_data(exp)))
+    _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings)
+    sums = evaluator(state)
     return {**metrics.summarize(sums), "step": step, "confusion": np.asarray(sums["confusion"])}
 
 

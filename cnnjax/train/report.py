@@ -13,8 +13,8 @@ def format_report(*, name: str, exp, eval_metrics: dict, n_params: int, elapsed_
     lines = [
         f"experiment      {name}",
         f"model           {cfg.model.name} ({n_params:,} trainable parameters)",
-        f"data            {data.name}: {len(data.train_labels):,} train, "
-        f"{len(data.test_labels):,} test, images {data.image_shape}",
+        f"data            {data.name}: {data.num_train:,} train, "
+        f"{data.num_test:,} test, images {data.image_shape}",
         f"training        {exp.total_steps:,} steps x batch {cfg.batch_size} "
         f"({exp.total_steps / exp.steps_per_epoch:.1f} epochs), {cfg.optim.name} "
         f"lr {cfg.optim.lr} ({cfg.schedule.name})",

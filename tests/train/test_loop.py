@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from conftest import ROOT, TINY_QUICKSTART, launch
 
 RESUME_ARGS = [*TINY_QUICKSTART, "--config.num_train_steps=60", "--config.augment.flip=true"]
@@ -31,19 +32,21 @@ def strip_timing(event):
     return {k: v for k, v in event.items() if k not in ("wall_time", "elapsed_s", "images_per_sec")}
 
 
-def test_kill_9_then_rerun_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("feeding", ["device", "stream"])
+def test_kill_9_then_rerun_is_bit_identical(tmp_path, feeding):
+    args = [*RESUME_ARGS, f"--config.data.feeding={feeding}"]
     reference = tmp_path / "uninterrupted"
-    launch([*RESUME_ARGS, f"--workdir={reference}"], check=True)
+    launch([*args, f"--workdir={reference}"], check=True)
 
     resumed = tmp_path / "killed"
     # Killed right after the step-40 checkpoint save was started (the save may be torn), then
     # again mid-interval at step 47, then run to the end with the same command.
     for kill_at in (40, 47):
         proc = launch(
-            [*RESUME_ARGS, f"--workdir={resumed}"], env={"CNNJAX_FAULT_KILL_AT_STEP": str(kill_at)}
+            [*args, f"--workdir={resumed}"], env={"CNNJAX_FAULT_KILL_AT_STEP": str(kill_at)}
         )
         assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr)
-    proc = launch([*RESUME_ARGS, f"--workdir={resumed}"], check=True)
+    proc = launch([*args, f"--workdir={resumed}"], check=True)
     assert "Resuming from the checkpoint at step" in proc.stdout
 
     step_a, params_a = final_params(reference)
@@ -132,9 +135,28 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
 def test_eight_devices_train_like_one(tmp_path):
     args = [*TINY_QUICKSTART, "--config.num_train_steps=20", "--config.eval_every_steps=0"]
     launch([*args, f"--workdir={tmp_path / 'one'}"], check=True)
-    proc = launch([*args, f"--workdir={tmp_path / 'eight'}"],
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, check=True)
+    proc = launch(
+        [*args, f"--workdir={tmp_path / 'eight'}"],
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        check=True,
+    )
     assert "on 8 cpu device(s)" in proc.stdout
     one, eight = events(tmp_path / "one", "eval")[-1], events(tmp_path / "eight", "eval")[-1]
     np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-4)
     assert abs(eight["accuracy"] - one["accuracy"]) <= 1 / 359
+
+
+def test_streaming_and_on_device_feeding_train_identically(tmp_path):
+    # Without augmentation both feeds give the step the same examples in the same order, so
+    # the runs agree exactly.
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=30", "--config.augment.crop_padding=0"]
+    launch([*args, f"--workdir={tmp_path / 'device'}", "--config.data.feeding=device"], check=True)
+    launch([*args, f"--workdir={tmp_path / 'stream'}", "--config.data.feeding=stream"], check=True)
+    for kind in ("train", "eval"):
+        assert [strip_timing(e) for e in events(tmp_path / "device", kind)] == [
+            strip_timing(e) for e in events(tmp_path / "stream", kind)
+        ]
+    _, a = final_params(tmp_path / "device")
+    _, b = final_params(tmp_path / "stream")
+    for key, value in ocp.tree.to_flat_dict(a).items():
+        np.testing.assert_array_equal(value, ocp.tree.to_flat_dict(b)[key])

@@ -111,6 +111,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     logits = model.apply(state.variables, batch["image"], train=False)
     assert logits.dtype == jnp.bfloat16
     new_state, sums = jax.jit(steps.make_train_step(num_classes=10))(
-        state, batch, jax.random.key(1))
+        state, batch, jax.random.key(1)
+    )
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new_state.params))
     assert sums["loss_sum"].dtype == jnp.float32 and np.isfinite(float(sums["loss_sum"]))

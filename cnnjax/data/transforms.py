@@ -1,0 +1,123 @@
+"""Host-side image transforms for the streaming pipeline (NumPy + PIL, one image at a time).
+
+Inception-style random-resized crop for training, resize + center crop for evaluation, as in
+the standard ImageNet recipes (torchvision's RandomResizedCrop and Resize(256)+CenterCrop(224)).
+"""
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+
+def decode(image) -> np.ndarray:
+    """Encoded bytes (JPEG/PNG) or an array -> uint8 (H, W, C)."""
+    if isinstance(image, bytes | bytearray | np.bytes_):
+        with Image.open(io.BytesIO(bytes(image))) as im:
+            image = np.asarray(im.convert("RGB"))
+    image = np.asarray(image)
+    return image[..., None] if image.ndim == 2 else image
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    squeeze = image.shape[-1] == 1
+    im = Image.fromarray(image[..., 0] if squeeze else image)
+    out = np.asarray(im.resize((width, height), Image.BILINEAR, reducing_gap=None))
+    return out[..., None] if squeeze else out
+
+
+def random_resized_crop(
+    image: np.ndarray, rng: np.random.Generator, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> np.ndarray:
+    """A crop covering `scale` of the area with aspect ratio in `ratio` (log-uniform), resized
+    to (size, size). Falls back to the central crop after 10 failed draws (torchvision's rule).
+    image: uint8 (H, W, C) -> uint8 (size, size, C)."""
+    h, w = image.shape[:2]
+    area = h * w
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        cw = int(round(math.sqrt(target * aspect)))
+        ch = int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(rng.integers(0, h - ch + 1))
+            left = int(rng.integers(0, w - cw + 1))
+            return _resize(image[top : top + ch, left : left + cw], size, size)
+    in_ratio = w / h
+    if in_ratio < ratio[0]:
+        cw, ch = w, int(round(w / ratio[0]))
+    elif in_ratio > ratio[1]:
+        ch, cw = h, int(round(h * ratio[1]))
+    else:
+        cw, ch = w, h
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return _resize(image[top : top + ch, left : left + cw], size, size)
+
+
+def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+    """Resize the short side to size / crop_fraction (256 for 224), then the central
+    (size, size) crop. image: uint8 (H, W, C) -> uint8 (size, size, C)."""
+    h, w = image.shape[:2]
+    short = int(round(size / crop_fraction))
+    if h <= w:
+        nh, nw = short, max(short, int(round(w * short / h)))
+    else:
+        nw, nh = short, max(short, int(round(h * short / w)))
+    image = _resize(image, nh, nw)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return image[top : top + size, left : left + size]
+
+
+def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return image[:, ::-1] if rng.random() < 0.5 else image
+
+
+def pad_crop(
+    image: np.ndarray, rng: np.random.Generator, padding: int, mode: str = "constant"
+) -> np.ndarray:
+    """Pad by `padding` pixels (zeros or reflection) and crop back at a random offset: the host
+    twin of `pipeline.random_crop`. image: uint8 (H, W, C)."""
+    if padding <= 0:
+        return image
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode=mode)
+    dy, dx = rng.integers(0, 2 * padding + 1, size=2)
+    return padded[dy : dy + h, dx : dx + w]
+
+
+def make_train_transform(aug_config, image_size: int = 0):
+    """record {"image", "label"} + rng -> augmented uint8 example, per `config.augment`:
+    Inception crop to `image_size` if `augment.inception_crop`, else resize to `image_size` (if
+    > 0), then pad-and-crop and flip."""
+
+    def transform(record: dict, rng: np.random.Generator) -> dict:
+        image = decode(record["image"])
+        if aug_config.get("inception_crop", False):
+            image = random_resized_crop(image, rng, image_size or image.shape[0])
+        elif image_size:
+            image = _resize(image, image_size, image_size)
+        image = pad_crop(image, rng, int(aug_config.crop_padding), aug_config.crop_mode)
+        if aug_config.flip:
+            image = random_flip(image, rng)
+        return {"image": np.ascontiguousarray(image), "label": np.int32(record["label"])}
+
+    return transform
+
+
+def make_eval_transform(aug_config, image_size: int = 0):
+    """The evaluation view: center crop (Inception recipes) or a plain resize."""
+
+    def transform(record: dict, rng: np.random.Generator | None = None) -> dict:
+        del rng
+        image = decode(record["image"])
+        if aug_config.get("inception_crop", False):
+            image = center_crop(image, image_size or image.shape[0])
+        elif image_size:
+            image = _resize(image, image_size, image_size)
+        return {"image": np.ascontiguousarray(image), "label": np.int32(record["label"])}
+
+    return transform

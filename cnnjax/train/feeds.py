@@ -1,0 +1,297 @@
+"""How batches reach the jitted step: on device (dataset uploaded once) or streamed (grain).
+
+Both feeds give the step the same examples for the same (seed, epoch, step) and are compiled
+once; the loop only calls `feed.step(state, sums, step)` and `evaluator(state)`.
+
+- `DeviceTrainFeed`: the uint8 training set lives on the devices; one fused jitted function
+  cuts the batch from the epoch's permutation, augments it (pad-crop, flip) and trains.
+- `StreamTrainFeed`: records are read, decoded and augmented on the host by grain threads;
+  each process reads its own slice; the jitted function normalizes and trains.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax import parallel
+from cnnjax.data import pipeline, streaming, transforms
+from cnnjax.train import metrics, steps
+
+TRAIN_STREAM = 1  # fold_in tag of the training RNG (dropout, on-device augmentation).
+
+
+class ArraySource:
+    """Random access over in-memory arrays, the record format the streaming feed reads."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i]}
+
+
+def _train_sources(data):
+    return (
+        ArraySource(data.train_images, data.train_labels) if data.in_memory else data.train_source
+    )
+
+
+def _test_source(data):
+    return ArraySource(data.test_images, data.test_labels) if data.in_memory else data.test_source
+
+
+def _make_train_step(config, data):
+    return steps.make_train_step(
+        num_classes=data.num_classes, label_smoothing=float(config.label_smoothing)
+    )
+
+
+class DeviceTrainFeed:
+    def __init__(self, config, data, mesh, state_shardings):
+        self.config, self.data, self.mesh = config, data, mesh
+        self.state_shardings = state_shardings
+        self.n = len(data.train_labels)
+        self.batch_size = int(config.batch_size)
+        self.steps_per_epoch = self.n // self.batch_size
+        self.images = parallel.replicate(data.train_images, mesh)
+        self.labels = parallel.replicate(data.train_labels, mesh)
+        self._fn = None
+        self._perm, self._perm_epoch = None, None
+
+    def _jitted(self):
+        cfg, bs = self.config, self.batch_size
+        train_step = _make_train_step(cfg, self.data)
+        base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
+        batch_sharding = parallel.data_sharded(self.mesh)
+        mean, std = self.data.mean, self.data.std
+
+        def fused(state, sums, images, labels, perm, step_in_epoch):
+            x, y = pipeline.take_batch(images, labels, perm, step_in_epoch, bs)
+            x = jax.lax.with_sharding_constraint(x, batch_sharding)
+            y = jax.lax.with_sharding_constraint(y, batch_sharding)
+            aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
+            x = pipeline.normalize(pipeline.augment(x, aug_rng, cfg.augment), mean, std)
+            state, batch_sums = train_step(state, {"image": x, "label": y}, step_rng)
+            return state, metrics.add(sums, batch_sums)
+
+        repl = parallel.replicated(self.mesh)
+        return jax.jit(
+            fused,
+            in_shardings=(self.state_shardings, repl, repl, repl, repl, repl),
+            out_shardings=(self.state_shardings, repl),
+            donate_argnums=(0, 1),
+        )
+
+    def _permutation(self, epoch: int):
+        if epoch != self._perm_epoch:
+            perm = pipeline.epoch_permutation(np.int32(self.config.seed), epoch, self.n)
+            self._perm = jax.device_put(perm, parallel.replicated(self.mesh))
+            self._perm_epoch = epoch
+        return self._perm
+
+    def compile(self, state, sums) -> None:
+        """Compiles the fused step once; `step` then refuses other shapes instead of retracing."""
+        self._fn = (
+            self._jitted()
+            .lower(state, sums, self.images, self.labels, self._permutation(0), np.int32(0))
+            .compile()
+        )
+
+    def step(self, state, sums, step: int):
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        return self._fn(
+            state, sums, self.images, self.labels, self._permutation(epoch), np.int32(step_in_epoch)
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class StreamTrainFeed:
+    def __init__(self, config, data, mesh, state_shardings):
+        self.config, self.data, self.mesh = config, data, mesh
+        self.state_shardings = state_shardings
+        self.batch_size = int(config.batch_size)
+        self.stream = streaming.IndexedStream(
+            _train_sources(data),
+            global_batch=self.batch_size,
+            seed=int(config.seed),
+            transform=transforms.make_train_transform(config.augment, int(config.data.image_size)),
+            num_threads=int(config.data.get("num_threads", 16)),
+        )
+        self.steps_per_epoch = self.stream.steps_per_epoch
+        self.sharding = parallel.data_sharded(mesh)
+        self._fn, self._iter, self._next = None, None, None
+
+    def _jitted(self):
+        cfg = self.config
+        train_step = _make_train_step(cfg, self.data)
+        base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
+        mean, std = self.data.mean, self.data.std
+
+        def fused(state, sums, batch):
+            step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))[1]
+            x = pipeline.normalize(batch["image"], mean, std)
+            state, batch_sums = train_step(state, {"image": x, "label": batch["label"]}, step_rng)
+            return state, metrics.add(sums, batch_sums)
+
+        repl = parallel.replicated(self.mesh)
+        return jax.jit(
+            fused,
+            in_shardings=(self.state_shardings, repl, self.sharding),
+            out_shardings=(self.state_shardings, repl),
+            donate_argnums=(0, 1),
+        )
+
+    def compile(self, state, sums) -> None:
+        shape = (self.batch_size, *self.data.image_shape)
+        batch = {
+            "image": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=self.sharding),
+            "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32, sharding=self.sharding),
+        }
+        self._fn = self._jitted().lower(state, sums, batch).compile()
+
+    def step(self, state, sums, step: int):
+        if self._iter is None or step != self._next:
+            self._iter = self.stream.batches(step)
+        got, host = next(self._iter)
+        assert got == step, (got, step)
+        self._next = step + 1
+        return self._fn(state, sums, streaming.to_global(host, self.sharding))
+
+    def close(self) -> None:
+        self._iter = None
+
+
+def _eval_batch_size(config, num_devices: int) -> int:
+    bs = int(config.eval_batch_size) if int(config.eval_batch_size) > 0 else int(config.batch_size)
+    return -(-bs // num_devices) * num_devices
+
+
+def _make_batch_sums(data, mesh):
+    eval_step = steps.make_eval_step(num_classes=data.num_classes)
+    batch_sharding = parallel.data_sharded(mesh)
+
+    def batch_sums(state, img, lab, m):
+        batch = {"image": pipeline.normalize(img, data.mean, data.std), "label": lab, "mask": m}
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+        return eval_step(state, batch)
+
+    return batch_sums
+
+
+class DeviceEvaluator:
+    """The whole padded test split on device, evaluated by one jitted `lax.scan`."""
+
+    def __init__(self, config, data, mesh, state_shardings):
+        bs = _eval_batch_size(config, mesh.devices.size)
+        padded = pipeline.pad_for_eval(data.test_images, data.test_labels, bs)
+        self.arrays = parallel.replicate(padded, mesh)
+        batch_sums = _make_batch_sums(data, mesh)
+
+        def evaluate(state, images, labels, mask):
+            first = jax.eval_shape(batch_sums, state, images[0], labels[0], mask[0])
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+            body = lambda sums, xs: (metrics.add(sums, batch_sums(state, *xs)), None)
+            return jax.lax.scan(body, zeros, (images, labels, mask))[0]
+
+        repl = parallel.replicated(mesh)
+        self._jit = jax.jit(
+            evaluate, in_shardings=(state_shardings, repl, repl, repl), out_shardings=repl
+        )
+        self._fn = None
+
+    def compile(self, state) -> None:
+        self._fn = self._jit.lower(state, *self.arrays).compile()
+
+    def __call__(self, state) -> dict:
+        """Summed metrics over the test split, on the host."""
+        fn = self._fn or self._jit
+        return jax.device_get(fn(state, *self.arrays))
+
+
+class StreamEvaluator:
+    """Test batches read and decoded on the host (center crop), padded and masked at the end."""
+
+    def __init__(self, config, data, mesh, state_shardings):
+        self.mesh = mesh
+        self.batch_size = _eval_batch_size(config, mesh.devices.size)
+        self.source = _test_source(data)
+        self.transform = transforms.make_eval_transform(config.augment, int(config.data.image_size))
+        self.image_shape = data.image_shape
+        self.sharding = parallel.data_sharded(mesh)
+        self.num_threads = int(config.data.get("num_threads", 16))
+        batch_sums = _make_batch_sums(data, mesh)
+        repl = parallel.replicated(mesh)
+
+        def accumulate(sums, state, img, lab, m):
+            return metrics.add(sums, batch_sums(state, img, lab, m))
+
+        self._batch_sums = jax.jit(
+            batch_sums,
+            in_shardings=(state_shardings, self.sharding, self.sharding, self.sharding),
+            out_shardings=repl,
+        )
+        self._accumulate = jax.jit(accumulate, out_shardings=repl, donate_argnums=0)
+
+    def compile(self, state) -> None:
+        del state  # Compiled on first use: evaluation runs rarely and shapes never change.
+
+    def _local_batches(self):
+        import grain
+
+        n = len(self.source)
+        pc, pi = jax.process_count(), jax.process_index()
+        local = self.batch_size // pc
+        num_batches = max(1, -(-n // self.batch_size))
+        idx = np.arange(num_batches * self.batch_size).reshape(num_batches, pc, local)[:, pi]
+
+        def example(i):
+            i = int(i)
+            if i < n:
+                return {**self.transform(self.source[i]), "mask": np.float32(1.0)}
+            blank = np.zeros(self.image_shape, np.uint8)
+            return {"image": blank, "label": np.int32(0), "mask": np.float32(0.0)}
+
+        ds = grain.MapDataset.source(idx.reshape(-1)).map(example).batch(local)
+        yield from ds.to_iter_dataset(
+            grain.ReadOptions(num_threads=self.num_threads, prefetch_buffer_size=2 * local)
+        )
+
+    def __call__(self, state) -> dict:
+        sums = None
+        for host in self._local_batches():
+            b = streaming.to_global(host, self.sharding)
+            if sums is None:
+                sums = self._batch_sums(state, b["image"], b["label"], b["mask"])
+            else:
+                sums = self._accumulate(sums, state, b["image"], b["label"], b["mask"])
+        return jax.device_get(sums)
+
+
+def make_feeds(config, data, mesh, state_shardings):
+    """(train feed, evaluator) for `config.data.feeding`: "device", "stream" or "auto"
+    (on device when the dataset is in memory, streamed otherwise)."""
+    mode = config.data.get("feeding", "auto")
+    in_memory = data.in_memory
+    if mode == "auto":
+        mode = "device" if in_memory else "stream"
+    if mode == "device" and not in_memory:
+        from cnnjax.errors import UserError
+
+        raise UserError(
+            f"{data.name} is streamed from disk; --config.data.feeding=device needs "
+            "a dataset that fits in memory. Use feeding=stream or auto."
+        )
+    if mode == "device":
+        return (
+            DeviceTrainFeed(config, data, mesh, state_shardings),
+            DeviceEvaluator(config, data, mesh, state_shardings),
+        )
+    return (
+        StreamTrainFeed(config, data, mesh, state_shardings),
+        StreamEvaluator(config, data, mesh, state_shardings),
+    )
