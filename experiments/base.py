@@ -17,12 +17,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.name = "digits"
     c.data.data_dir = ""  # "" -> $TFDS_DATA_DIR, then TFDS's default (~/tensorflow_datasets).
     c.data.image_size = 0  # > 0 resizes every image to image_size x image_size once on load.
+    c.data.train_split = "train"  # TFDS split strings; slices like "train[:90%]" work.
+    c.data.test_split = "test"
+    c.data.download = False  # TFDS: prepare the dataset if missing (needs cnnjax[prepare]).
     c.data.feeding = "auto"  # device (upload once) | stream (grain, host decode) | auto.
 
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 0  # Pad-and-random-crop by this many pixels (0: off).
     c.augment.crop_mode = "constant"  # "constant" (zeros) or "reflect".
     c.augment.flip = False  # Random horizontal flip.
+    c.augment.cutout = 0  # Side of a random square set to the mean (0: off; DeVries & Taylor).
+    c.augment.inception_crop = False  # Streaming only: random-resized crop to data.image_size.
 
     c.batch_size = 128
     c.eval_batch_size = 0  # 0 -> batch_size.

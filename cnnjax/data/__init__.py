@@ -5,11 +5,12 @@ devices and produces batches inside jitted code.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-from cnnjax.data import digits, stats
+from cnnjax.data import digits, folder, shapes, stats, synthetic, tfds_source
 from cnnjax.errors import UserError, did_you_mean
 
 
@@ -63,11 +64,117 @@ def _digits(data_config) -> dict:
     return dict(digits.load(), class_names=digits.CLASS_NAMES)
 
 
-# Embedded sources by name. TFDS names, `folder:` paths and the other embedded sets arrive with
-# the data issue; the launcher validates names against this table.
+# Embedded and generated sources by name; `folder:/path` reads an image folder and any other
+# name is a TFDS dataset.
 SOURCES: dict[str, Callable[..., dict]] = {
     "digits": _digits,
+    "shapes": shapes.load_shapes,
+    "synthetic": synthetic.from_config,
 }
+FOLDER_PREFIX = "folder:"
+# "auto" feeding keeps a dataset in device memory up to this many bytes of uint8 pixels.
+IN_MEMORY_LIMIT_BYTES = 4 * 2**30
+
+
+class _KeyedSource:
+    """A TFDS data source seen as records {"image", "label"} (what the streaming feed reads)."""
+
+    def __init__(self, source, image_key: str, label_key: str):
+        self.source, self.image_key, self.label_key = source, image_key, label_key
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.source[i]
+        return {"image": record[self.image_key], "label": record[self.label_key]}
+
+
+def _tfds_image_shape(data_config, tfds_builder) -> tuple[int | None, ...]:
+    image_key, _, _ = tfds_source.feature_keys(tfds_builder.info.features)
+    shape = tuple(tfds_builder.info.features[image_key].shape)
+    size = int(data_config.get("image_size", 0) or 0)
+    return (size, size, shape[-1]) if size > 0 else shape
+
+
+def _stream_tfds(data_config, tfds_builder) -> Dataset:
+    """A TFDS dataset read record by record during training (too big for device memory)."""
+    name, data_dir = data_config.name, data_config.get("data_dir", "") or None
+    image_key, label_key, class_names = tfds_source.feature_keys(tfds_builder.info.features)
+    shape = _tfds_image_shape(data_config, tfds_builder)
+    if None in shape:
+        raise UserError(
+            f"{name} has images of varying sizes; streaming needs a fixed size: "
+            "set --config.data.image_size (e.g. 224)."
+        )
+    download = bool(data_config.get("download", False))
+    train, test = (
+        _KeyedSource(
+            tfds_source.data_source(name, split, data_dir=data_dir, download=download),
+            image_key,
+            label_key,
+        )
+        for split in (
+            data_config.get("train_split", "train"),
+            data_config.get("test_split", "test"),
+        )
+    )
+    base = tfds_source._base_name(name)
+    if base in stats.NORMALIZATION:
+        mean, std = stats.normalization(base)
+    else:  # Statistics from a sample of training images, decoded on the spot.
+        from cnnjax.data import transforms
+
+        sample = np.stack(
+            [
+                transforms.center_crop(transforms.decode(train[i]["image"]), 64, 1.0)
+                for i in range(0, len(train), max(1, len(train) // 256))
+            ][:256]
+        )
+        mean, std = stats.normalization(base, sample)
+    return Dataset(
+        name=name,
+        class_names=class_names,
+        mean=mean,
+        std=std,
+        train_source=train,
+        test_source=test,
+        stream_image_shape=shape,
+    )
+
+
+def _load_raw(data_config):
+    """The in-memory arrays of a source, or a streaming Dataset for big TFDS sets."""
+    name = data_config.name
+    if name.startswith(FOLDER_PREFIX):
+        return folder.from_config(data_config)
+    if name in SOURCES:
+        return SOURCES[name](data_config)
+    if "/" not in name and ":" not in name and name not in _tfds_names():
+        raise UserError(
+            f"Unknown dataset {name!r}.{did_you_mean(name, [*SOURCES, *_tfds_names()])} "
+            f"Embedded: {', '.join(sorted(SOURCES))}; any TFDS name; or folder:/path/to/images."
+        )
+    feeding = data_config.get("feeding", "auto")
+    if feeding != "device":
+        tfds_builder = tfds_source.builder(name, data_dir=data_config.get("data_dir", "") or None)
+        if feeding == "stream":
+            return _stream_tfds(data_config, tfds_builder)
+        try:
+            shape = _tfds_image_shape(data_config, tfds_builder)
+            n = tfds_builder.info.splits[data_config.get("train_split", "train")].num_examples
+        except (KeyError, ValueError, TypeError):
+            shape, n = (), 0  # Not prepared (or mocked): the in-memory path explains.
+        if None in shape or n * int(np.prod(shape)) > IN_MEMORY_LIMIT_BYTES:
+            return _stream_tfds(data_config, tfds_builder)
+    return tfds_source.from_config(data_config)
+
+
+@functools.cache
+def _tfds_names() -> tuple[str, ...]:
+    import tensorflow_datasets as tfds
+
+    return tuple(tfds.list_builders(with_community_datasets=False))
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -89,19 +196,17 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def load(data_config) -> Dataset:
-    """Loads `data_config.name` into memory, resized to `data_config.image_size` when > 0."""
-    name = data_config.name
-    if name not in SOURCES:
-        raise UserError(
-            f"Unknown dataset {name!r}.{did_you_mean(name, SOURCES)} "
-            f"Available here: {', '.join(sorted(SOURCES))}."
-        )
-    raw = SOURCES[name](data_config)
+    """Loads `data_config.name`: in memory (resized to `data_config.image_size` when > 0), or as
+    a streaming dataset for TFDS sets too big for device memory (or `feeding="stream"`)."""
+    raw = _load_raw(data_config)
+    if isinstance(raw, Dataset):
+        return raw
     train_images, test_images = raw["train_images"], raw["test_images"]
     size = int(data_config.get("image_size", 0) or 0)
     if size > 0:
         train_images, test_images = resize(train_images, size), resize(test_images, size)
-    mean, std = stats.normalization(name, train_images)
+    name = data_config.name
+    mean, std = stats.normalization(tfds_source._base_name(name), train_images)
     return Dataset(
         name=name,
         train_images=train_images,

@@ -55,14 +55,32 @@ def random_flip(images, rng):
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
-def augment(images, rng, aug_config):
-    """Training-time augmentation of a uint8 batch (before normalization, so padding is black
-    as in torchvision), per `config.augment`."""
-    crop_rng, flip_rng = jax.random.split(rng)
+def cutout(images, rng, size: int, fill):
+    """Sets a `size` x `size` square at a random centre of each image to `fill` (per channel);
+    squares are clipped at the border (DeVries & Taylor 2017). images: (B, H, W, C)."""
+    if size <= 0:
+        return images
+    b, h, w, _ = images.shape
+    cy_rng, cx_rng = jax.random.split(rng)
+    cy = jax.random.randint(cy_rng, (b, 1, 1), 0, h)
+    cx = jax.random.randint(cx_rng, (b, 1, 1), 0, w)
+    ys, xs = jnp.arange(h)[None, :, None], jnp.arange(w)[None, None, :]
+    lo = size // 2
+    inside = (ys >= cy - lo) & (ys < cy - lo + size) & (xs >= cx - lo) & (xs < cx - lo + size)
+    fill = jnp.asarray(fill, images.dtype)
+    return jnp.where(inside[..., None], fill, images)
+
+
+def augment(images, rng, aug_config, fill=0):
+    """Training-time augmentation of a uint8 batch (before normalization, so crop padding is
+    black as in torchvision), per `config.augment`. `fill`: cutout value per channel."""
+    crop_rng, flip_rng, cut_rng = jax.random.split(rng, 3)
     if aug_config.crop_padding > 0:
         images = random_crop(images, crop_rng, aug_config.crop_padding, aug_config.crop_mode)
     if aug_config.flip:
         images = random_flip(images, flip_rng)
+    if aug_config.get("cutout", 0) > 0:
+        images = cutout(images, cut_rng, int(aug_config.cutout), fill)
     return images
 
 

@@ -89,10 +89,22 @@ def pad_crop(
     return padded[dy : dy + h, dx : dx + w]
 
 
-def make_train_transform(aug_config, image_size: int = 0):
+def cutout(image: np.ndarray, rng: np.random.Generator, size: int, fill) -> np.ndarray:
+    """The host twin of `pipeline.cutout`: a `size` square at a random centre set to `fill`."""
+    if size <= 0:
+        return image
+    h, w = image.shape[:2]
+    cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    image = image.copy()
+    top, left = max(0, cy - size // 2), max(0, cx - size // 2)
+    image[top : cy - size // 2 + size, left : cx - size // 2 + size] = fill
+    return image
+
+
+def make_train_transform(aug_config, image_size: int = 0, fill=0):
     """record {"image", "label"} + rng -> augmented uint8 example, per `config.augment`:
     Inception crop to `image_size` if `augment.inception_crop`, else resize to `image_size` (if
-    > 0), then pad-and-crop and flip."""
+    > 0), then pad-and-crop, flip and cutout (filled with `fill`)."""
 
     def transform(record: dict, rng: np.random.Generator) -> dict:
         image = decode(record["image"])
@@ -103,6 +115,7 @@ def make_train_transform(aug_config, image_size: int = 0):
         image = pad_crop(image, rng, int(aug_config.crop_padding), aug_config.crop_mode)
         if aug_config.flip:
             image = random_flip(image, rng)
+        image = cutout(image, rng, int(aug_config.get("cutout", 0)), fill)
         return {"image": np.ascontiguousarray(image), "label": np.int32(record["label"])}
 
     return transform

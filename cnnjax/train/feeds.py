@@ -43,6 +43,11 @@ def _test_source(data):
     return ArraySource(data.test_images, data.test_labels) if data.in_memory else data.test_source
 
 
+def _mean_pixel(mean) -> np.ndarray:
+    """The dataset's mean colour as uint8: what cutout paints (0 after normalization)."""
+    return np.round(np.asarray(mean) * 255).astype(np.uint8)
+
+
 def _make_train_step(config, data):
     return steps.make_train_step(
         num_classes=data.num_classes, label_smoothing=float(config.label_smoothing)
@@ -73,7 +78,8 @@ class DeviceTrainFeed:
             x = jax.lax.with_sharding_constraint(x, batch_sharding)
             y = jax.lax.with_sharding_constraint(y, batch_sharding)
             aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
-            x = pipeline.normalize(pipeline.augment(x, aug_rng, cfg.augment), mean, std)
+            x = pipeline.augment(x, aug_rng, cfg.augment, fill=_mean_pixel(mean))
+            x = pipeline.normalize(x, mean, std)
             state, batch_sums = train_step(state, {"image": x, "label": y}, step_rng)
             return state, metrics.add(sums, batch_sums)
 
@@ -119,7 +125,9 @@ class StreamTrainFeed:
             _train_sources(data),
             global_batch=self.batch_size,
             seed=int(config.seed),
-            transform=transforms.make_train_transform(config.augment, int(config.data.image_size)),
+            transform=transforms.make_train_transform(
+                config.augment, int(config.data.image_size), fill=_mean_pixel(data.mean)
+            ),
             num_threads=int(config.data.get("num_threads", 16)),
         )
         self.steps_per_epoch = self.stream.steps_per_epoch

@@ -63,3 +63,17 @@ def test_pad_for_eval_masks_padding():
     imgs, labels, mask = pipeline.pad_for_eval(images, np.arange(5), 2)
     assert imgs.shape == (3, 2, 1, 1, 1)
     np.testing.assert_array_equal(mask, [[1, 1], [1, 1], [1, 0]])
+
+
+def test_cutout_paints_one_clipped_square_per_image():
+    images = jnp.full((64, 10, 10, 3), 200, jnp.uint8)
+    out = np.asarray(pipeline.cutout(images, jax.random.key(0), 4, np.array([1, 2, 3], np.uint8)))
+    painted = (out != 200).all(axis=-1)
+    for i in range(64):
+        ys, xs = np.nonzero(painted[i])
+        assert 1 <= len(ys) <= 16  # At most 4x4; fewer where clipped by the border.
+        assert ys.max() - ys.min() < 4 and xs.max() - xs.min() < 4
+        np.testing.assert_array_equal(out[i][painted[i]][0], [1, 2, 3])
+    assert (painted.sum(axis=(1, 2)) == 16).mean() > 0.3  # Many squares lie fully inside.
+    again = pipeline.cutout(images, jax.random.key(0), 4, np.array([1, 2, 3], np.uint8))
+    np.testing.assert_array_equal(out, again)

@@ -1,0 +1,220 @@
+"""Image folders: `folder:/path` with `train/<class>/*.{jpg,jpeg,png}` and `test/<class>/*`.
+
+Class names are the sorted folder names under train/; test/ uses the same classes (it may lack
+some, but may not add any). Images are decoded once, in parallel, and the arrays cached as an
+.npz keyed by the file list, their sizes and mtimes, and image_size: any change to the tree
+rebuilds the cache, and an unchanged tree loads it without decoding anything.
+
+Colour: a set whose images are all grayscale (PIL modes 1, L, LA and 16-bit I) loads as
+(N, H, W, 1); any colour image makes the whole set RGB, with gray images repeated over the
+three channels. Alpha is dropped. Resizing (image_size > 0) stretches to a square, as
+`cnnjax.data.resize` does for every other source.
+"""
+
+import concurrent.futures
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+
+from cnnjax.errors import UserError
+
+EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "test")
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L")  # 16-bit PNGs open in one of these.
+_GRAY_MODES = ("1", "L", "LA", *_WIDE_GRAY_MODES)
+_CACHE_VERSION = 1  # Bump when the decoded arrays would change for the same files.
+
+
+def _class_dirs(split_dir: str) -> list[str]:
+    return sorted(
+        e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")
+    )
+
+
+def _image_files(class_dir: str) -> list[str]:
+    return sorted(
+        e.path
+        for e in os.scandir(class_dir)
+        # Hidden files include macOS "._x.jpg" resource forks, which are not images.
+        if e.is_file()
+        and not e.name.startswith(".")
+        and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+    )
+
+
+def list_files(path: str) -> tuple[tuple[str, ...], dict[str, list[tuple[str, int]]]]:
+    """Class names and, per split, the sorted (file, label) pairs, with clear UserErrors."""
+    if not os.path.isdir(path):
+        raise UserError(
+            f"Image folder {path!r} does not exist (expected {path}/train/<class>/*.jpg|png "
+            f"and {path}/test/<class>/...)."
+        )
+    for split in SPLITS:
+        if not os.path.isdir(os.path.join(path, split)):
+            raise UserError(
+                f"Image folder {path!r} has no {split}/ subfolder: expected "
+                f"{path}/{split}/<class>/*.jpg|png."
+            )
+    class_names = tuple(_class_dirs(os.path.join(path, "train")))
+    if not class_names:
+        raise UserError(f"{path}/train/ holds no class folders: expected train/<class>/*.jpg|png.")
+    extra = sorted(set(_class_dirs(os.path.join(path, "test"))) - set(class_names))
+    if extra:
+        raise UserError(
+            f"Class folder(s) {', '.join(extra)} exist in {path}/test/ but not in {path}/train/: "
+            "the model cannot learn classes it never sees. Add them to train/ or remove them."
+        )
+    files = {split: [] for split in SPLITS}
+    empty = []
+    for split in SPLITS:
+        for label, name in enumerate(class_names):
+            class_dir = os.path.join(path, split, name)
+            class_files = _image_files(class_dir) if os.path.isdir(class_dir) else []
+            if split == "train" and not class_files:
+                empty.append(name)
+            files[split].extend((f, label) for f in class_files)
+        if not files[split]:
+            raise UserError(
+                f"No images ({'/'.join(EXTENSIONS)}) under {path}/{split}/<class>/: "
+                "the class folders are empty."
+            )
+        if empty:
+            raise UserError(
+                f"Class folder(s) {', '.join(empty)} in {path}/train/ hold no "
+                f"{'/'.join(EXTENSIONS)} images."
+            )
+    return class_names, files
+
+
+def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: int) -> str:
+    digest = hashlib.sha256(f"v{_CACHE_VERSION} size={image_size}\n".encode())
+    for split in SPLITS:
+        for file, label in files[split]:
+            stat = os.stat(file)
+            rel = os.path.relpath(file, path)
+            digest.update(f"{split}\t{rel}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _writable_dir(directory: str) -> bool:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def _cache_dir(path: str, cache_dir: str | None) -> str | None:
+    """The first writable of: cache_dir, <path>/.cnnjax_cache, ~/.cache/cnnjax; None if none."""
+    if cache_dir:
+        candidates = [cache_dir]
+    else:
+        home = os.path.join(os.path.expanduser("~"), ".cache", "cnnjax")
+        candidates = [os.path.join(path, ".cnnjax_cache"), home]
+    return next((d for d in candidates if _writable_dir(d)), None)
+
+
+def _decode(file: str, image_size: int) -> np.ndarray:
+    """One image file -> uint8 (H, W, 1) if grayscale, else (H, W, 3)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as image:
+            image.load()
+            gray = image.mode in _GRAY_MODES
+            if image.mode in _WIDE_GRAY_MODES:
+                # PIL's convert("L") clips 16-bit values at 255; scale 0..65535 down instead.
+                array = np.asarray(image, np.float32) * (255.0 / 65535.0)
+                image = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8))
+            image = image.convert("L" if gray else "RGB")
+            if image_size > 0 and image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            array = np.asarray(image, np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "not an image".
+        raise UserError(f"Cannot read image {file}: {e}") from None
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _decode_all(files: list[str], image_size: int, num_threads: int) -> list[np.ndarray]:
+    # PIL releases the GIL while decoding, so threads scale with cores for JPEG/PNG.
+    with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+        return list(pool.map(lambda f: _decode(f, image_size), files))
+
+
+def _stack(images: list[np.ndarray], files: list[str], channels: int) -> np.ndarray:
+    first = images[0].shape[:2]
+    for image, file in zip(images, files, strict=True):
+        if image.shape[:2] != first:
+            raise UserError(
+                f"Images differ in size: {files[0]} is {first[1]}x{first[0]}, {file} is "
+                f"{image.shape[1]}x{image.shape[0]}. Resize them all on load with "
+                "--config.data.image_size=N."
+            )
+    out = np.empty((len(images), *first, channels), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = image  # Broadcasts gray (H, W, 1) over 3 channels in an RGB set.
+    return out
+
+
+def load_folder(
+    path: str, *, image_size: int = 0, cache_dir: str | None = None, num_threads: int | None = None
+) -> dict:
+    """Loads an image folder into memory, in the source format.
+
+    Returns train_images/test_images uint8 (N, H, W, C) with C = 1 for all-grayscale sets and 3
+    otherwise, train_labels/test_labels int32 (N,), class_names (sorted train/ folder names).
+    image_size: > 0 resizes every image to (image_size, image_size); 0 requires one shared size.
+    cache_dir: where the decoded .npz goes (default <path>/.cnnjax_cache, else ~/.cache/cnnjax).
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    class_names, files = list_files(path)
+    key = _cache_key(path, files, image_size)
+    # The folder's own hash prefixes its cache files, so a rebuild can drop its stale ones.
+    folder_id = hashlib.sha256(path.encode()).hexdigest()[:12]
+    directory = _cache_dir(path, cache_dir)
+    cache_file = os.path.join(directory, f"{folder_id}-{key}.npz") if directory else None
+    if cache_file and os.path.exists(cache_file):
+        with np.load(cache_file) as cached:
+            return {**{k: cached[k] for k in cached.files}, "class_names": class_names}
+
+    num_threads = num_threads or min(32, (os.cpu_count() or 1) + 4)
+    all_files = [f for split in SPLITS for f, _ in files[split]]
+    decoded = _decode_all(all_files, image_size, num_threads)
+    channels = max(image.shape[-1] for image in decoded)
+    images = _stack(decoded, all_files, channels)
+    n_train = len(files["train"])
+    out = {
+        "train_images": images[:n_train],
+        "train_labels": np.array([label for _, label in files["train"]], np.int32),
+        "test_images": images[n_train:],
+        "test_labels": np.array([label for _, label in files["test"]], np.int32),
+    }
+    if cache_file:
+        _write_cache(cache_file, folder_id, out)
+    return {**out, "class_names": class_names}
+
+
+def _write_cache(cache_file: str, folder_id: str, arrays: dict[str, np.ndarray]) -> None:
+    directory = os.path.dirname(cache_file)
+    # Write-then-rename: a crash or a concurrent reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, cache_file)
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        return  # A cache that cannot be written only costs the next load a decode.
+    for entry in os.scandir(directory):
+        if entry.name.startswith(f"{folder_id}-") and entry.path != cache_file:
+            os.remove(entry.path)
+
+
+def from_config(data_config) -> dict:
+    """The source function for `folder:/path` names; reads image_size from `data_config`."""
+    path = data_config.name.removeprefix("folder:")
+    return load_folder(path, image_size=int(data_config.get("image_size", 0) or 0))

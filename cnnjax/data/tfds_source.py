@@ -1,0 +1,272 @@
+"""TFDS datasets by name, read from a prepared data dir through `tfds.data_source` (array_record).
+
+Reading needs no TensorFlow: records come from array_record files and images are decoded with
+PIL (or OpenCV when installed). Preparing a dataset (downloading it and writing the files) does
+need TensorFlow, so it only happens when the user asks for it (`download=True`) and TensorFlow
+is importable; otherwise a missing dataset is a `UserError` that names the exact commands to run.
+
+No call here touches the network unless `download=True`: TFDS can hang trying to reach its cloud
+bucket, so `try_gcs=False` everywhere and `list_builders` without community datasets.
+"""
+
+import concurrent.futures
+import importlib.util
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from cnnjax.errors import UserError, did_you_mean
+
+# Formats TFDS can read by index; TFRECORD data must be converted (or rebuilt) first.
+_RANDOM_ACCESS_FORMATS = ("array_record", "parquet")
+# Examples one reader thread decodes per task: big enough to amortize the pool's overhead.
+_CHUNK = 256
+
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """The data dir to read: `data_dir` if given, else $TFDS_DATA_DIR, else TFDS's default."""
+    if data_dir:
+        return os.path.abspath(os.path.expanduser(data_dir))
+    from tensorflow_datasets.core import constants  # Knows TFDS_DATA_DIR and the default.
+
+    return os.path.abspath(os.path.expanduser(constants.get_default_data_dir()))
+
+
+def _base_name(name: str) -> str:
+    """'cifar10/config:3.0.2' -> 'cifar10'."""
+    return name.split("/")[0].split(":")[0]
+
+
+def _prepare_commands(name: str, data_dir: str) -> str:
+    # Flag names checked against tensorflow_datasets/scripts/cli/{build,cli_utils}.py.
+    return (
+        f"pip install 'cnnjax[prepare]' && "
+        f"tfds build {_base_name(name)} --data_dir={data_dir} --file_format=array_record"
+    )
+
+
+def builder(name: str, *, data_dir: str | None = None):
+    """The `tfds.core.DatasetBuilder` for `name` (no network); UserError for unknown names."""
+    import tensorflow_datasets as tfds
+
+    data_dir = resolve_data_dir(data_dir)
+    try:
+        return tfds.builder(name, data_dir=data_dir, try_gcs=False)
+    except tfds.core.DatasetNotFoundError:
+        known = tfds.list_builders(with_community_datasets=False)
+        raise UserError(
+            f"Unknown TFDS dataset {name!r} (not registered in tensorflow_datasets "
+            f"and not found in {data_dir}).{did_you_mean(_base_name(name), known)} "
+            "Catalog: https://www.tensorflow.org/datasets/catalog/overview"
+        ) from None
+    except (ValueError, AssertionError) as e:
+        # Unknown config or version: TFDS's own message lists the ones that exist.
+        raise UserError(f"Cannot open TFDS dataset {name!r}: {str(e).strip()}") from None
+
+
+def _tensorflow_available() -> bool:
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _prepare(dataset_builder, name: str, data_dir: str) -> None:
+    """Downloads and writes `name` as array_record; only called when the user asked."""
+    if not _tensorflow_available():
+        raise UserError(
+            f"Preparing TFDS dataset {name!r} in {data_dir} needs TensorFlow, which is not "
+            f"installed. Run: {_prepare_commands(name, data_dir)}"
+        )
+    dataset_builder.download_and_prepare(file_format="array_record")
+
+
+def _not_readable_error(dataset_builder, name: str, data_dir: str) -> UserError | None:
+    """Explains why a data source could not be opened, in terms of what the user can do, or
+    None when the cause is not one of the known ones."""
+    if not dataset_builder.is_prepared():
+        return UserError(
+            f"TFDS dataset {name!r} is not prepared in {dataset_builder.data_path} "
+            f"(data dir searched: {data_dir}). Prepare it once with: "
+            f"{_prepare_commands(name, data_dir)} ; or point to a prepared copy with "
+            "--config.data.data_dir=/path/to/prepared (or $TFDS_DATA_DIR)."
+        )
+    file_format = dataset_builder.info.file_format
+    file_format = getattr(file_format, "value", file_format)
+    if file_format in _RANDOM_ACCESS_FORMATS:
+        return None
+    return UserError(
+        f"TFDS dataset {name!r} in {dataset_builder.data_path} is stored as {file_format}, "
+        "which cannot be read without TensorFlow. Convert it with: pip install 'cnnjax[prepare]' "
+        f"&& tfds convert_format --dataset_version_dir={dataset_builder.data_path} "
+        f"--out_file_format=array_record ; or rebuild it with: {_prepare_commands(name, data_dir)}"
+    )
+
+
+def data_source(
+    name: str, split: str, *, data_dir: str | None = None, download: bool = False
+) -> Sequence[dict]:
+    """Random-access examples of `split` ("train", "train[:90%]", ...) of a prepared dataset.
+
+    Returns TFDS's data source: `len()`, and `[i]` -> dict of decoded NumPy features.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    dataset_builder = builder(name, data_dir=data_dir)
+    if download and not dataset_builder.is_prepared():
+        _prepare(dataset_builder, name, data_dir)
+    # Ask forgiveness, not permission: opening is the real test of "prepared" (and the one
+    # `tfds.testing.mock_data` fakes), so the diagnosis only runs when opening fails.
+    try:
+        return dataset_builder.as_data_source(split=split)
+    except (ValueError, NotImplementedError, FileNotFoundError, AssertionError) as e:
+        error = _not_readable_error(dataset_builder, name, data_dir)
+        if error is None and isinstance(e, ValueError) and "split" in str(e).lower():
+            splits = ", ".join(dataset_builder.info.splits) or "none recorded"
+            error = UserError(
+                f"Bad split {split!r} for TFDS dataset {name!r} (splits: {splits}; slices "
+                "like 'train[:90%]' or 'train[90%:]' work too). " + str(e).splitlines()[0]
+            )
+        if error is None:
+            raise
+        raise error from e
+
+
+def split_size(name: str, split: str, data_dir: str | None = None) -> int:
+    """Number of examples in `split` (slices allowed), from the metadata alone."""
+    dataset_builder = builder(name, data_dir=data_dir)
+    error = _not_readable_error(dataset_builder, name, resolve_data_dir(data_dir))
+    if error is not None:
+        raise error
+    return dataset_builder.info.splits[split].num_examples
+
+
+def feature_keys(features) -> tuple[str, str, tuple[str, ...]]:
+    """(image key, label key, class names): the first top-level Image and ClassLabel features."""
+    import tensorflow_datasets as tfds
+
+    image_key = label_key = None
+    for key, feature in features.items():
+        if image_key is None and isinstance(feature, tfds.features.Image):
+            image_key = key
+        if label_key is None and isinstance(feature, tfds.features.ClassLabel):
+            label_key = key
+    if image_key is None or label_key is None:
+        raise UserError(
+            "cnnjax classifies images: the dataset needs an Image and a ClassLabel feature, "
+            f"but it has {features}."
+        )
+    return image_key, label_key, tuple(str(n) for n in features[label_key].names)
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, C) -> (size, size, C), bilinear with PIL's antialiasing."""
+    from PIL import Image
+
+    if image.shape[:2] == (size, size):
+        return image
+    channels = image.shape[-1]
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR))
+    return out.reshape(size, size, channels)
+
+
+def read_examples(
+    source: Sequence[dict],
+    image_key: str,
+    label_key: str,
+    *,
+    image_size: int = 0,
+    num_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes every example of `source` into uint8 images (N, H, W, C) and int32 labels (N,).
+
+    Chunks of indices go to a thread pool; decoding (PIL/OpenCV) releases the GIL, which pays
+    off for large JPEGs. Per-index reads are used rather than `__getitems__`: locally they are
+    as fast, and `tfds.testing.mock_data`'s `__getitems__` is broken (an unbound partial).
+    image_size > 0 resizes each image on decode, which variable-sized datasets need.
+    """
+    n = len(source)
+    num_threads = num_threads or min(16, os.cpu_count() or 1)
+
+    def read_chunk(indices: range) -> tuple[list[np.ndarray], list[int]]:
+        images, labels = [], []
+        for i in indices:
+            example = source[i]
+            image = np.asarray(example[image_key])
+            if image.ndim == 2:  # Some decoders drop the channel axis of grayscale images.
+                image = image[..., None]
+            if image_size > 0:
+                image = _resize(image, image_size)
+            images.append(image)
+            labels.append(int(example[label_key]))
+        return images, labels
+
+    chunks = [range(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
+    if len(chunks) == 1 or num_threads == 1:
+        results = [read_chunk(c) for c in chunks]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+            results = list(pool.map(read_chunk, chunks))
+    images = [image for chunk_images, _ in results for image in chunk_images]
+    labels = np.fromiter((label for _, ls in results for label in ls), np.int32, count=n)
+
+    first = images[0].shape
+    for i, image in enumerate(images):
+        if image.shape != first:
+            raise UserError(
+                f"Images differ in shape (example 0: {first}, example {i}: {image.shape}); "
+                "pick one size with --config.data.image_size=N."
+            )
+    return np.stack(images).astype(np.uint8, copy=False), labels
+
+
+def load_tfds(
+    name: str,
+    *,
+    data_dir: str | None,
+    train_split: str = "train",
+    test_split: str = "test",
+    download: bool = False,
+    image_size: int = 0,
+    num_threads: int | None = None,
+) -> dict:
+    """Loads a prepared TFDS image classification dataset into memory, in the source format.
+
+    Returns train_images/test_images uint8 (N, H, W, C) (grayscale keeps C=1),
+    train_labels/test_labels int32 (N,) and class_names (tuple of str).
+    download: prepare the dataset when it is missing (needs TensorFlow and the network).
+    image_size: > 0 resizes every image to (image_size, image_size) while decoding.
+    """
+    train = data_source(name, train_split, data_dir=data_dir, download=download)
+    test = data_source(name, test_split, data_dir=data_dir)
+    features = train.dataset_info.features
+    image_key, label_key, class_names = feature_keys(features)
+    if np.dtype(features[image_key].np_dtype) != np.uint8:
+        raise UserError(
+            f"TFDS dataset {name!r} stores {features[image_key].np_dtype} images; cnnjax reads "
+            "uint8 images only."
+        )
+    for split, source in ((train_split, train), (test_split, test)):
+        if len(source) == 0:
+            raise UserError(f"Split {split!r} of TFDS dataset {name!r} has no examples.")
+    read = dict(image_size=image_size, num_threads=num_threads)
+    train_images, train_labels = read_examples(train, image_key, label_key, **read)
+    test_images, test_labels = read_examples(test, image_key, label_key, **read)
+    return {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
+        "class_names": class_names,
+    }
+
+
+def from_config(data_config) -> dict:
+    """The source function for TFDS names: reads name, data_dir, image_size and, when present,
+    train_split, test_split and download from `data_config`."""
+    return load_tfds(
+        data_config.name,
+        data_dir=data_config.get("data_dir", "") or None,
+        train_split=data_config.get("train_split", "train"),
+        test_split=data_config.get("test_split", "test"),
+        download=bool(data_config.get("download", False)),
+        image_size=int(data_config.get("image_size", 0) or 0),
+    )

@@ -1,0 +1,162 @@
+"""TFDS by name without TensorFlow: mocked datasets, a tiny dataset written by TFDS's own
+writer, the real CIFAR-10 subset in ../shared (skipped when absent), and the user errors."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from cnnjax.data import tfds_source
+from cnnjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED_TFDS = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
+needs_shared = pytest.mark.skipif(
+    not os.path.isdir(os.path.join(SHARED_TFDS, "cifar10")),
+    reason="../shared/tensorflow_datasets (real CIFAR-10 subset) is absent",
+)
+
+
+class CnnjaxTinyGray(tfds.core.GeneratorBasedBuilder):
+    """10 train / 4 test grayscale images of two sizes (6x5 and 7x5), 3 classes.
+
+    Written as array_record by TFDS itself: its writer needs no TensorFlow when images arrive
+    as PIL images (only encoding NumPy arrays calls tf.image).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        features = tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Image(shape=(None, None, 1)),
+                "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+            }
+        )
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        return {"train": self._generate_examples(10), "test": self._generate_examples(4)}
+
+    def _generate_examples(self, n):
+        rng = np.random.default_rng(n)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (6 + i % 2, 5), dtype=np.uint8)
+            yield i, {"image": Image.fromarray(pixels), "label": i % 3}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    CnnjaxTinyGray(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    return data_dir
+
+
+@pytest.mark.parametrize(
+    "name, shape, num_classes, first_class",
+    # cifar10's code learns its class names from the downloaded files, so without metadata
+    # files the mock only knows "0".."9"; the real subset below checks "airplane".
+    [("cifar10", (32, 32, 3), 10, "0"), ("mnist", (28, 28, 1), 10, "0")],
+)
+def test_mock_data_reads_through_data_source(tmp_path, name, shape, num_classes, first_class):
+    # mock_data patches builder.as_data_source (random examples, any data_dir, no slicing).
+    with tfds.testing.mock_data(num_examples=40):
+        out = tfds_source.load_tfds(name, data_dir=str(tmp_path))
+    assert out["train_images"].shape == (40, *shape) and out["train_images"].dtype == np.uint8
+    assert out["test_images"].shape == (40, *shape)
+    assert out["train_labels"].dtype == np.int32 and out["train_labels"].shape == (40,)
+    assert out["train_labels"].min() >= 0 and out["train_labels"].max() < num_classes
+    assert len(out["class_names"]) == num_classes and out["class_names"][0] == first_class
+
+
+def test_thread_count_does_not_change_the_result(tmp_path):
+    with tfds.testing.mock_data(num_examples=600):
+        source = tfds_source.data_source("cifar10", "train", data_dir=str(tmp_path))
+        one = tfds_source.read_examples(source, "image", "label", num_threads=1)
+        many = tfds_source.read_examples(source, "image", "label", num_threads=4)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+
+
+def test_tiny_dataset_written_without_tensorflow(tiny_dir):
+    out = tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    assert out["train_images"].shape == (10, 8, 8, 1) and out["test_images"].shape == (4, 8, 8, 1)
+    assert out["class_names"] == ("a", "b", "c")
+    np.testing.assert_array_equal(np.bincount(out["train_labels"]), [4, 3, 3])
+    assert tfds_source.split_size("cnnjax_tiny_gray", "train[:50%]", tiny_dir) == 5
+    half = tfds_source.load_tfds(
+        "cnnjax_tiny_gray", data_dir=tiny_dir, train_split="train[:50%]", image_size=8
+    )
+    assert len(half["train_labels"]) == 5
+
+
+def test_differing_image_sizes_ask_for_image_size(tiny_dir):
+    with pytest.raises(UserError, match="--config.data.image_size"):
+        tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def cifar():
+    return tfds_source.load_tfds("cifar10", data_dir=SHARED_TFDS)
+
+
+@needs_shared
+def test_real_cifar10_subset(cifar):
+    assert cifar["train_images"].shape == (5000, 32, 32, 3)
+    assert cifar["test_images"].shape == (1000, 32, 32, 3)
+    assert cifar["train_images"].dtype == np.uint8 and cifar["train_labels"].dtype == np.int32
+    assert cifar["class_names"][:2] == ("airplane", "automobile")
+    assert len(cifar["class_names"]) == 10
+    np.testing.assert_array_equal(np.bincount(cifar["train_labels"]), [500] * 10)
+    np.testing.assert_array_equal(np.bincount(cifar["test_labels"]), [100] * 10)
+    # Real photos, not blank decodes: mean brightness near CIFAR-10's (about 120 of 255).
+    assert 100 < cifar["train_images"].mean() < 140
+
+
+@needs_shared
+def test_real_cifar10_slices():
+    assert tfds_source.split_size("cifar10", "train[:10%]", SHARED_TFDS) == 500
+    source = tfds_source.data_source("cifar10", "train[:10%]", data_dir=SHARED_TFDS)
+    assert len(source) == 500
+    images, labels = tfds_source.read_examples(source, "image", "label")
+    assert images.shape == (500, 32, 32, 3) and labels.shape == (500,)
+
+
+@needs_shared
+def test_data_dir_from_environment(monkeypatch):
+    monkeypatch.setenv("TFDS_DATA_DIR", SHARED_TFDS)
+    assert tfds_source.resolve_data_dir(None) == os.path.abspath(SHARED_TFDS)
+    assert tfds_source.resolve_data_dir("/elsewhere") == "/elsewhere"
+    assert tfds_source.split_size("cifar10", "test", None) == 1000
+
+
+@needs_shared
+def test_bad_split_names_the_splits():
+    with pytest.raises(UserError, match=r"'validation'.*train, test"):
+        tfds_source.load_tfds("cifar10", data_dir=SHARED_TFDS, train_split="validation")
+
+
+def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
+    with pytest.raises(UserError) as error:
+        tfds_source.load_tfds("cifar10", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "'cifar10'" in message and str(tmp_path) in message
+    assert f"tfds build cifar10 --data_dir={tmp_path} --file_format=array_record" in message
+    assert "pip install 'cnnjax[prepare]'" in message and "--config.data.data_dir" in message
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is not None, reason="TensorFlow would download"
+)
+def test_download_without_tensorflow_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="needs TensorFlow.*tfds build cifar10"):
+        tfds_source.load_tfds("cifar10", data_dir=str(tmp_path), download=True)
+
+
+def test_unknown_name_suggests_close_ones(tmp_path):
+    with pytest.raises(UserError, match=r"Unknown TFDS dataset 'cifar_10'.*'cifar10'"):
+        tfds_source.load_tfds("cifar_10", data_dir=str(tmp_path))
