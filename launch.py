@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")
-IMPLEMENTED_MODES = ("train", "eval", "summary")
+IMPLEMENTED_MODES = ("train", "eval", "summary", "benchmark")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see --list).")
@@ -25,6 +25,14 @@ flags.DEFINE_string(
 flags.DEFINE_enum("mode", "train", MODES, "What to do with the experiment.")
 flags.DEFINE_bool("list", False, "List the experiments and exit.")
 flags.DEFINE_list("images", [], "Image files for --mode=predict.")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process runs outside TPU VMs: host:port "
+    "of process 0 (with --num_processes and --process_id).",
+)
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
 
 _OVERRIDES: list[tuple[str, str]] = []  # The --config.KEY=VALUE pairs, split off before absl.
 
@@ -51,7 +59,16 @@ def parse_flags(argv: list[str]) -> list[str]:
             if arg.startswith("--"):
                 name = arg[2:].split("=", 1)[0]
                 if name not in FLAGS and name.removeprefix("no") not in FLAGS:
-                    known = [f for f in ("experiment", "workdir", "mode", "list", "images")]
+                    known = [
+                        "experiment",
+                        "workdir",
+                        "mode",
+                        "list",
+                        "images",
+                        "coordinator_address",
+                        "num_processes",
+                        "process_id",
+                    ]
                     message = (
                         f"Unknown flag --{name}.{did_you_mean(name, known)} "
                         "Config values are set with --config.KEY=VALUE."
@@ -107,8 +124,12 @@ def run(argv) -> int:
             f"available modes: {', '.join(IMPLEMENTED_MODES)}."
         )
 
+    from cnnjax import parallel
     from cnnjax.train import loop
 
+    parallel.initialize_distributed(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
     if mode == "summary":
         from cnnjax.summary import format_summary, summarize
 
@@ -119,6 +140,22 @@ def run(argv) -> int:
             f"{exp.data.num_test:,} test images of {exp.data.image_shape}, "
             f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
             f"{config.batch_size}"
+        )
+        return 0
+    if mode == "benchmark":
+        from cnnjax import benchmark
+
+        timing = benchmark.time_train_step(
+            config, steps_per_run=int(config.benchmark.steps), warmup=int(config.benchmark.warmup)
+        )
+        print(benchmark.format_timing(name, timing))
+        print(
+            f"  input, on device  {benchmark.time_device_pipeline(config):,.0f} images/s "
+            "(batch cut + augmentation + normalization)"
+        )
+        print(
+            f"  input, streaming  {benchmark.time_stream_pipeline(config):,.0f} images/s "
+            "(read + decode + augmentation on the host)"
         )
         return 0
     if mode == "eval":

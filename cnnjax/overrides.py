@@ -96,6 +96,12 @@ def _node_and_leaf(config, key: str):
         if not isinstance(child, ml_collections.ConfigDict):
             raise _unknown(config, key, ".".join(parts[: i + 1]))
         node = child
+    if parts[:-1] == ["model"] and parts[-1] not in node:
+        # Keys under `model` are the model's own arguments (stem, head, dropout_rate, ...):
+        # any name may be added; the model constructor says if it does not take it.
+        with node.unlocked():
+            node[parts[-1]] = None
+        return node, parts[-1]
     if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
         raise _unknown(config, key, key)
     return node, parts[-1]

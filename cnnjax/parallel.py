@@ -4,6 +4,8 @@ One `data` mesh axis spans all devices of all processes. Batches are split along
 optimizer state and in-memory datasets are replicated.
 """
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
@@ -39,3 +41,29 @@ def replicate(tree, mesh: Mesh):
         ),
         tree,
     )
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Joins a multi-process run before any device is touched.
+
+    Explicit coordinator flags start `jax.distributed` anywhere (GPU hosts, CPU processes);
+    without them it starts only where JAX can discover the peers itself: a multi-host TPU slice
+    (TPU_WORKER_HOSTNAMES lists several hosts) or a SLURM job with several tasks.
+    """
+    if coordinator_address:
+        # CPU processes talk through gloo (the default has no cross-process collectives); the
+        # setting only concerns the CPU backend, so it is harmless on GPU hosts.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+        )
+        return
+    hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if len(hosts) > 1 or int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        jax.distributed.initialize()

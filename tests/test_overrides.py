@@ -86,3 +86,13 @@ def test_every_key_required_by_the_foundation_exists():
         missing = required - set(flat_keys(module.get_config()))
         assert not missing, (name, missing)
         assert module.get_config().is_locked, name
+
+
+def test_model_arguments_can_be_added():
+    c = apply_overrides(
+        quickstart.get_config(),
+        [("model.name", "resnet18"), ("model.stem", "cifar"), ("model.zero_init_residual", "True")],
+    )
+    assert c.model.stem == "cifar" and c.model.zero_init_residual is True
+    with pytest.raises(UserError, match="Unknown config key 'optim.stem'"):
+        apply_overrides(quickstart.get_config(), [("optim.stem", "cifar")])

@@ -84,9 +84,9 @@ class Experiment:
         return init(self.model, self.tx, rng, self.data.image_shape)
 
 
-def build(config) -> Experiment:
-    """Resolves the dataset, model, mesh and optimizer of `config` (no training yet)."""
-    data = data_lib.load(config.data)
+def build(config, data: data_lib.Dataset | None = None) -> Experiment:
+    """Resolves the dataset (unless given), model, mesh and optimizer of `config`."""
+    data = data_lib.load(config.data) if data is None else data
     mesh = parallel.make_mesh()
     num_devices = mesh.devices.size
     if config.batch_size % num_devices:
@@ -195,10 +195,12 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         best_metric=cfg.best_metric,
     )
     repl = parallel.replicated(exp.mesh)
+    # Created by a jitted function so the zeros are a global array on every process.
+    new_sums = jax.jit(steps.zero_train_sums, out_shardings=repl)
     start_step, restored = ckpts.restore_latest(_checkpoint_target(exp))
     if restored is None:
         state = exp.init_state()
-        sums = jax.device_put(steps.zero_train_sums(), repl)
+        sums = new_sums()
         start_step = 0
     else:
         state = _restored_state(exp, restored)
@@ -308,7 +310,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                     images_per_sec=ips,
                     extra=f"epoch {step / spe:.1f}",
                 )
-                sums = jax.device_put(steps.zero_train_sums(), repl)
+                sums = new_sums()
                 t_last, step_last = time.perf_counter(), step
             if stop.signum:
                 check_finite(step, params_too=True)
