@@ -13,7 +13,7 @@ import sys
 from absl import app, flags
 
 MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")
-IMPLEMENTED_MODES = ("train", "eval", "summary", "benchmark")
+IMPLEMENTED_MODES = ("train", "eval", "summary", "benchmark", "visualize")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see --list).")
@@ -141,6 +141,18 @@ def run(argv) -> int:
             f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
             f"{config.batch_size}"
         )
+        return 0
+    if mode == "visualize":
+        from cnnjax.viz.run import visualize
+
+        if not FLAGS.workdir:
+            raise UserError(
+                "--mode=visualize draws a run: pass --workdir=RUN_DIR (a run without "
+                "checkpoints is drawn with fresh weights)."
+            )
+        written = visualize(config, FLAGS.workdir, name=name)
+        for kind, path in written.items():
+            print(f"{kind:<18} {path}")
         return 0
     if mode == "benchmark":
         from cnnjax import benchmark

@@ -68,6 +68,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.best_metric = "accuracy"
 
+    c.viz = ml_collections.ConfigDict()  # --mode=visualize
+    c.viz.layers = (
+        ""  # Feature-map layers, comma-separated module paths ("" = last conv per block).
+    )
+    c.viz.filter_layer = ""  # Conv kernel path for the filter pictures ("" = the first layer).
+    c.viz.gradcam_layer = ""  # Grad-CAM layer ("" = the last conv stage).
+    c.viz.num_images = 6  # Test images in the Grad-CAM picture.
+    c.viz.num_mistakes = 16
+    c.viz.sample_index = 0  # The test image for feature maps and classic kernels.
+    c.viz.max_eval_images = 2000  # Test images predicted for the confusion matrix and mistakes.
+
     c.benchmark = ml_collections.ConfigDict()  # --mode=benchmark
     c.benchmark.steps = 20  # Timed steps, after ...
     c.benchmark.warmup = (

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import TINY_QUICKSTART, launch
+from launching import TINY_QUICKSTART, launch
 
 
 def assert_user_error(proc, *needles):
@@ -57,7 +57,7 @@ def test_list_shows_experiments_with_descriptions():
         (["--experiment=quickstart", "--config.data.image_size=4"], ["cannot take", "image_size"]),
         (
             ["--experiment=quickstart", "--mode=eval", "--workdir=/nonexistent/run"],
-            ["No checkpoints"],
+            ["No readable checkpoint"],
         ),
     ],
 )
@@ -106,6 +106,24 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
     best = max(evals, key=lambda e: e["accuracy"])
     assert f"accuracy {best['accuracy']:.4f}" in proc.stdout
 
+    # --mode=visualize draws every kind of picture of the run from its best checkpoint.
+    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}", "--mode=visualize"], check=True)
+    kinds = (
+        "filters",
+        "filter_histograms",
+        "feature_maps",
+        "gradcam",
+        "confusion_matrix",
+        "training_curves",
+        "classic_kernels",
+        "mistakes",
+    )
+    for kind in kinds:
+        png = workdir / "plots" / f"{kind}.png"
+        assert png.stat().st_size > 10_000, kind
+        assert str(png) in proc.stdout
+    assert "FRESH" not in proc.stdout
+
     # Re-running the finished run resumes at the end: nothing retrained, no duplicate events.
     proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
     assert "Resuming from the checkpoint at step 40" in proc.stdout
@@ -121,8 +139,17 @@ def test_summary_mode_prints_the_keras_style_table():
 
 
 def test_unimplemented_mode_is_a_clear_error():
-    proc = launch(["--experiment=quickstart", "--mode=visualize"])
-    assert_user_error(proc, "--mode=visualize", "available modes")
+    proc = launch(["--experiment=quickstart", "--mode=predict"])
+    assert_user_error(proc, "--mode=predict", "available modes")
+
+
+def test_visualize_without_a_run_draws_fresh_weights_and_says_so(tmp_path):
+    proc = launch(
+        ["--experiment=quickstart", "--mode=visualize", f"--workdir={tmp_path}"], check=True
+    )
+    assert "freshly initialized" in proc.stdout
+    assert (tmp_path / "plots" / "filters.png").is_file()
+    assert not (tmp_path / "plots" / "training_curves.png").exists()
 
 
 def test_default_workdir_is_fresh_under_runs():

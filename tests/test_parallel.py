@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import ROOT, TINY_QUICKSTART, launch
+from launching import ROOT, TINY_QUICKSTART, launch
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 

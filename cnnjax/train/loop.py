@@ -370,18 +370,13 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     return Outcome(status=status, step=step, eval_metrics=last_eval)
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict:
-    """Evaluates the best (else the latest) checkpoint of the run in `workdir` on the test split.
-
-    Returns the summarized metrics plus "step" and "confusion".
-    """
+def restore_best(config, workdir: str, exp: Experiment | None = None):
+    """(experiment, state, step) from the best (else the latest readable) checkpoint of the run
+    in `workdir`; step is None, with a freshly initialized state, when there is none."""
+    exp = build(config) if exp is None else exp
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
-        raise UserError(
-            f"No checkpoints in {directory}: train first with the same "
-            f"--experiment and --workdir={workdir}."
-        )
-    exp = build(config)
+        return exp, exp.init_state(), None
     ckpts = checkpoint.Checkpoints(
         directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True
     )
@@ -401,8 +396,21 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
         step, restored = ckpts.restore_latest(target, delete_corrupt=False)
     ckpts.close()
     if restored is None:
-        raise UserError(f"No readable checkpoint in {directory}.")
-    state = _restored_state(exp, restored)
+        return exp, exp.init_state(), None
+    return exp, _restored_state(exp, restored), step
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """Evaluates the best (else the latest) checkpoint of the run in `workdir` on the test split.
+
+    Returns the summarized metrics plus "step" and "confusion".
+    """
+    exp, state, step = restore_best(config, workdir)
+    if step is None:
+        raise UserError(
+            f"No readable checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
+            f"with the same --experiment and --workdir={workdir}."
+        )
     _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings)
     sums = evaluator(state)
     return {**metrics.summarize(sums), "step": step, "confusion": np.asarray(sums["confusion"])}

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import ROOT, TINY_QUICKSTART, launch
+from launching import ROOT, TINY_QUICKSTART, launch
 
 RESUME_ARGS = [*TINY_QUICKSTART, "--config.num_train_steps=60", "--config.augment.flip=true"]
 

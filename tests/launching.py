@@ -1,10 +1,11 @@
-"""Shared test helpers: running `launch.py` as a user would, in a subprocess."""
+"""Shared test helpers: running `launch.py` as a user would, in a subprocess.
+
+A plain module (on the path through pytest's `pythonpath`), not a conftest: conftest modules
+in several test folders would shadow one another."""
 
 import os
 import subprocess
 import sys
-
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,8 +37,3 @@ def launch(args, *, env=None, timeout=300, check=False):
             f"launch.py {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
-
-
-@pytest.fixture
-def run_launch():
-    return launch

@@ -1,0 +1,127 @@
+"""`--mode=visualize`: every picture of a run, written under `RUN/plots/`.
+
+Loads the run's best checkpoint (or fresh weights when there is none, which the console and every
+title say), predicts the first `viz.max_eval_images` test images, and writes: first-layer
+filters and their weight histograms, feature maps of a sample image, Grad-CAM for several test
+images, the confusion matrix, the training curves (if the run logged any), the classic kernels
+applied to a sample image and the most confident mistakes.
+"""
+
+import os
+
+import jax
+import numpy as np
+
+from cnnjax.data import transforms
+from cnnjax.train import loop, writers
+from cnnjax.viz import (
+    confusion,
+    curves,
+    feature_maps,
+    filters,
+    gradcam,
+    kernels_demo,
+    mistakes,
+)
+
+
+def _test_sample(data, n: int, image_size: int, aug_config):
+    """The first `n` test images (uint8 NHWC) and labels, in memory or streamed."""
+    if data.in_memory:
+        return data.test_images[:n], data.test_labels[:n]
+    to_eval = transforms.make_eval_transform(aug_config, image_size)
+    records = [to_eval(data.test_source[i]) for i in range(min(n, data.num_test))]
+    return (
+        np.stack([r["image"] for r in records]),
+        np.array([r["label"] for r in records], np.int32),
+    )
+
+
+def _predict(model, variables, images, mean, std, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities (N, classes) for uint8 images, in batches."""
+    apply = jax.jit(lambda v, x: jax.nn.softmax(model.apply(v, x, train=False), axis=-1))
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = (images[i : i + batch_size].astype(np.float32) / 255.0 - mean) / std
+        out.append(np.asarray(apply(variables, x)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
+    """Writes the pictures of the run in `workdir`; returns {kind: png path}."""
+    exp, state, step = loop.restore_best(config, workdir)
+    variables = jax.device_get(state.variables)
+    data, model, vc = exp.data, exp.model, config.viz
+    source = f"checkpoint at step {step}" if step is not None else "FRESH (untrained) weights"
+    if step is None:
+        print(f"note: no checkpoint in {workdir}: drawing a freshly initialized model", flush=True)
+    tag = f"{name or config.model.name} ({source})"
+    plots = os.path.join(workdir, "plots")
+    out = {}
+
+    images, labels = _test_sample(
+        data, int(vc.max_eval_images), int(config.data.image_size), config.augment
+    )
+    probs = _predict(model, variables, images, data.mean, data.std)
+    preds = probs.argmax(axis=-1)
+    sample = images[int(vc.sample_index) % len(images)]
+    layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
+
+    def path(kind):
+        out[kind] = os.path.join(plots, f"{kind}.png")
+        return out[kind]
+
+    filters.conv_filters(
+        variables["params"],
+        vc.filter_layer or "auto",
+        path=path("filters"),
+        title=f"{tag}: first-layer filters",
+    )
+    filters.weight_histograms(
+        variables["params"], vc.filter_layer or "auto", path=path("filter_histograms"), title=tag
+    )
+    feature_maps.feature_maps(
+        model, variables, sample, data.mean, data.std, layers, path=path("feature_maps"), title=tag
+    )
+    n_cam = int(vc.num_images)
+    gradcam.grad_cam_figure(
+        model,
+        variables,
+        images[:n_cam],
+        labels[:n_cam],
+        data.class_names,
+        data.mean,
+        data.std,
+        layer_path=vc.gradcam_layer or None,
+        max_images=n_cam,
+        path=path("gradcam"),
+        title=tag,
+    )
+    matrix = np.zeros((data.num_classes, data.num_classes), np.int64)
+    np.add.at(matrix, (labels, preds), 1)
+    confusion.confusion_matrix(
+        matrix,
+        data.class_names,
+        path=path("confusion_matrix"),
+        title=f"{tag}: first {len(labels):,} test images",
+    )
+    events = writers.read_events(workdir)
+    if events:
+        curves.training_curves(
+            events, title=name or config.model.name, path=path("training_curves")
+        )
+    kernels_demo.classic_kernels(
+        sample,
+        path=path("classic_kernels"),
+        title=f"classic kernels on test image {int(vc.sample_index)}",
+    )
+    mistakes.most_confident_mistakes(
+        images,
+        labels,
+        probs,
+        data.class_names,
+        k=int(vc.num_mistakes),
+        path=path("mistakes"),
+        title=tag,
+    )
+    return out
