@@ -3,10 +3,28 @@ of its docstring is the description `launch.py --list` shows."""
 
 from types import ModuleType
 
-from experiments import quickstart
+from experiments import (
+    cnn_fashion_mnist,
+    lenet_mnist,
+    quickstart,
+    resnet18_cifar,
+    resnet50_imagenet,
+    separable_vgg_cifar,
+    simple_cnn_cifar,
+    vgg16_cifar,
+    vgg_blocks_cifar,
+)
 
 EXPERIMENTS: dict[str, ModuleType] = {
     "quickstart": quickstart,
+    "lenet_mnist": lenet_mnist,
+    "cnn_fashion_mnist": cnn_fashion_mnist,
+    "simple_cnn_cifar": simple_cnn_cifar,
+    "vgg_blocks_cifar": vgg_blocks_cifar,
+    "separable_vgg_cifar": separable_vgg_cifar,
+    "vgg16_cifar": vgg16_cifar,
+    "resnet18_cifar": resnet18_cifar,
+    "resnet50_imagenet": resnet50_imagenet,
 }
 
 

@@ -1,14 +1,42 @@
 """Model names -> constructors. A plain dict built from imports; no lookups by attribute name."""
 
+import inspect
 from collections.abc import Callable
 
 import flax.linen as nn
 
 from cnnjax.errors import UserError, did_you_mean
-from cnnjax.models import lenet
+from cnnjax.models import classic, lenet, mobilenet, resnet, seed, vgg, vgg_blocks, xception
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet.LeNet5,
+    # Small Keras-convention networks (seed.py).
+    "cifar_conv64_dense32": seed.cifar_conv64_dense32,
+    "cifar_conv64_pool_dense32": seed.cifar_conv64_pool_dense32,
+    "cifar_2conv_pool_dense128": seed.cifar_2conv_pool_dense128,
+    "mnist_conv64": seed.mnist_conv64,
+    "fashion_mnist_cnn": seed.fashion_mnist_cnn,
+    "vgg_blocks": vgg_blocks.vgg_blocks,
+    "separable_vgg_blocks": vgg_blocks.separable_vgg_blocks,
+    # VGG: head="imagenet" (default) or head="cifar".
+    "vgg11": vgg.vgg11,
+    "vgg13": vgg.vgg13,
+    "vgg16": vgg.vgg16,
+    "vgg19": vgg.vgg19,
+    "vgg11_bn": vgg.vgg11_bn,
+    "vgg13_bn": vgg.vgg13_bn,
+    "vgg16_bn": vgg.vgg16_bn,
+    "vgg19_bn": vgg.vgg19_bn,
+    # ResNet: stem="imagenet" (default) or stem="cifar".
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "resnet152": resnet.resnet152,
+    "xception": xception.xception,
+    "mobilenet_v1": mobilenet.mobilenet_v1,
+    "alexnet": classic.alexnet,
+    "googlenet": classic.googlenet,
 }
 
 
@@ -25,9 +53,16 @@ def get_model(name: str, *, num_classes: int | None, **kwargs) -> nn.Module:
             f"Run `python -c 'import cnnjax.models as m; print(m.list_models())'` "
             "for the full list."
         )
+    constructor = MODELS[name]
     try:
-        return MODELS[name](num_classes=num_classes, **kwargs)
-    except TypeError as e:
+        accepted = set(inspect.signature(constructor).parameters)
+    except (TypeError, ValueError):
+        accepted = None
+    unknown = sorted(set(kwargs) - accepted) if accepted is not None else []
+    if unknown:
+        choices = sorted(accepted - {"parent", "name", "num_classes", "dtype"})
         raise UserError(
-            f"Model {name!r} does not take these arguments {sorted(kwargs)}: {e}"
-        ) from e
+            f"Model {name!r} takes no argument {', '.join(map(repr, unknown))}."
+            f"{did_you_mean(unknown[0], choices)} Its arguments: {', '.join(choices)}."
+        )
+    return constructor(num_classes=num_classes, **kwargs)

@@ -1,0 +1,1 @@
+"""Weight import and export: `cnnjax.interop.keras` reads Keras applications weights."""
