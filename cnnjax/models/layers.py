@@ -118,3 +118,18 @@ def local_response_norm(
     channels = x.shape[-1]
     window_sum = sum(padded[..., i : i + channels] for i in range(size))
     return (x / jnp.power(k + alpha * window_sum, beta)).astype(x.dtype)
+
+
+def max_pool_2x2(x, window: int = 2):
+    """Non-overlapping `window` x `window` max-pooling, VALID (the remainder is dropped), as a
+    reshape + max: x (N, H, W, C) -> (N, H // window, W // window, C).
+
+    Same forward values as `nn.max_pool(x, (k, k), strides=(k, k))`. Its gradient is XLA's
+    reduce-max gradient instead of select-and-scatter, which is 3x faster on CPU (measured in
+    docs/decisions.md); with tied maxima the gradient is shared among them instead of going to
+    the first one.
+    """
+    n, h, w, c = x.shape
+    hh, ww = h // window, w // window
+    x = x[:, : hh * window, : ww * window]
+    return x.reshape(n, hh, window, ww, window, c).max(axis=(2, 4))

@@ -6,6 +6,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.models.layers import max_pool_2x2
+
 
 class LeNet5(nn.Module):
     """Two 5x5 valid convolutions with 2x2 max-pooling, then dense 120, 84 and the classifier.
@@ -35,7 +37,7 @@ class LeNet5(nn.Module):
                 name=f"conv{i + 1}",
             )(x)
             x = self.activation(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         for i, d in enumerate(self.dense):
             x = nn.Dense(d, dtype=self.dtype, name=f"fc{i + 1}")(x)

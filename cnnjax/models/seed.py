@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT
+from cnnjax.models.layers import KERAS_KERNEL_INIT, max_pool_2x2
 
 
 class SimpleCNN(nn.Module):
@@ -65,7 +65,7 @@ class SimpleCNN(nn.Module):
                 )(x)
                 x = self.activation(x)
             if self.pool:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         for i, d in enumerate(self.dense):
             x = nn.Dense(d, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype, name=f"fc{i + 1}")(x)

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UserError
-from cnnjax.models.layers import TORCH_CONV_INIT, adaptive_avg_pool
+from cnnjax.models.layers import TORCH_CONV_INIT, adaptive_avg_pool, max_pool_2x2
 
 HEADS = ("imagenet", "cifar")
 
@@ -78,7 +78,7 @@ class VGG(nn.Module):
                         name=f"{name}_bn",
                     )(x)
                 x = nn.relu(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
             features[f"block{b}"] = x
         if self.num_classes is None:
             return features

@@ -18,7 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv
+from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv, max_pool_2x2
 
 
 class VGGBlocks(nn.Module):
@@ -53,7 +53,7 @@ class VGGBlocks(nn.Module):
                     name=f"block{b}_conv{i}",
                 )(x)
                 x = self.activation(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
             features[f"block{b}"] = x
         if self.num_classes is None:
             return features

@@ -92,3 +92,15 @@ def test_local_response_norm():
         lo, hi = max(0, c - size // 2), min(7, c + size // 2 + 1)
         expected[..., c] = x[..., c] / (k + alpha * (x[..., lo:hi] ** 2).sum(-1)) ** beta
     np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_max_pool_2x2_equals_flax_max_pool_and_its_gradient():
+    import flax.linen as nn
+
+    from cnnjax.models.layers import max_pool_2x2
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))  # Odd sizes: the remainder drops.
+    np.testing.assert_array_equal(max_pool_2x2(x), nn.max_pool(x, (2, 2), strides=(2, 2)))
+    g_ours = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) ** 2))(x)
+    g_flax = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) ** 2))(x)
+    np.testing.assert_allclose(g_ours, g_flax, rtol=1e-6)  # No ties in random normals.
