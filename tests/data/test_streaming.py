@@ -85,3 +85,13 @@ def test_decode_png_bytes():
     Image.fromarray(np.full((5, 7, 3), 200, np.uint8)).save(buf, format="PNG")
     out = transforms.decode(buf.getvalue())
     assert out.shape == (5, 7, 3) and out[0, 0, 0] == 200
+
+
+def test_host_pad_crop_equals_pad_then_crop():
+    image = np.random.default_rng(0).integers(0, 255, (9, 7, 3)).astype(np.uint8)
+    for seed in range(30):
+        for mode in ("constant", "reflect"):
+            out = transforms.pad_crop(image, np.random.default_rng(seed), 3, mode)
+            dy, dx = np.random.default_rng(seed).integers(0, 7, size=2)
+            padded = np.pad(image, ((3, 3), (3, 3), (0, 0)), mode=mode)
+            np.testing.assert_array_equal(out, padded[dy:dy + 9, dx:dx + 7])
