@@ -86,8 +86,9 @@ def _not_readable_error(dataset_builder, name: str, data_dir: str) -> UserError 
         return UserError(
             f"TFDS dataset {name!r} is not prepared in {dataset_builder.data_path} "
             f"(data dir searched: {data_dir}). Prepare it once with: "
-            f"{_prepare_commands(name, data_dir)} ; or point to a prepared copy with "
-            "--config.data.data_dir=/path/to/prepared (or $TFDS_DATA_DIR)."
+            f"{_prepare_commands(name, data_dir)} ; or let cnnjax prepare it with "
+            "--config.data.download=true (needs cnnjax[prepare] and a network); or point to a "
+            "prepared copy with --config.data.data_dir=/path/to/prepared (or $TFDS_DATA_DIR)."
         )
     file_format = dataset_builder.info.file_format
     file_format = getattr(file_format, "value", file_format)
