@@ -68,6 +68,21 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.best_metric = "accuracy"
 
+    # Initialization from another run or from Keras weights (cnnjax.train.transfer).
+    c.init = ml_collections.ConfigDict()
+    c.init.checkpoint = ""  # A run dir, its checkpoints/ dir or one step dir.
+    c.init.keras_weights = ""  # A Keras applications .h5 / .keras file.
+    c.init.skip_pattern = r"^(head|predictions|conv_preds)(/|$)"  # Left freshly initialized.
+
+    # Freezing and two-phase fine-tuning (fastai's fine_tune): phase 1 trains with the
+    # parameters matching freeze_pattern frozen for freeze_steps (or freeze_epochs); phase 2
+    # trains everything at finetune_lr with its own schedule and a fresh optimizer state.
+    c.transfer = ml_collections.ConfigDict()
+    c.transfer.freeze_pattern = ""  # Regex on "/"-joined parameter paths; "" = nothing frozen.
+    c.transfer.freeze_steps = 0
+    c.transfer.freeze_epochs = 0.0
+    c.transfer.finetune_lr = 0.0
+
     c.viz = ml_collections.ConfigDict()  # --mode=visualize
     c.viz.layers = (
         ""  # Feature-map layers, comma-separated module paths ("" = last conv per block).

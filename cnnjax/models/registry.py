@@ -6,7 +6,7 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from cnnjax.errors import UserError, did_you_mean
-from cnnjax.models import classic, lenet, mobilenet, resnet, seed, vgg, vgg_blocks, xception
+from cnnjax.models import classic, fcn, lenet, mobilenet, resnet, seed, vgg, vgg_blocks, xception
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet.LeNet5,
@@ -37,6 +37,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenet_v1": mobilenet.mobilenet_v1,
     "alexnet": classic.alexnet,
     "googlenet": classic.googlenet,
+    # FCN segmentation (Long et al. 2015): (N, H, W, 3) -> (N, H, W, num_classes) logits;
+    # backbone="vgg16" (default), "resnet18", "resnet50" or "small".
+    "fcn32s": fcn.fcn32s,
+    "fcn16s": fcn.fcn16s,
+    "fcn8s": fcn.fcn8s,
 }
 
 

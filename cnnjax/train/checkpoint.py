@@ -70,13 +70,17 @@ class Checkpoints:
     def restore_latest(self, target, *, delete_corrupt: bool = True):
         """Restores the newest readable checkpoint: (step, tree), or (None, None) if none.
 
+        target: the abstract tree, or a function step -> abstract tree (when the tree's
+        structure depends on the step, e.g. the optimizer state of a training phase).
+
         A checkpoint that fails to restore (truncated, corrupt) gets a warning and, when
         `delete_corrupt`, is deleted so training can overwrite its step; the previous one is
         tried next.
         """
+        target_for = target if callable(target) else (lambda _: target)
         for step in reversed(self.steps()):
             try:
-                return step, self.restore(step, target)
+                return step, self.restore(step, target_for(step))
             except Exception as e:  # noqa: BLE001 - any failure to read means "not usable".
                 first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
                 msg = (

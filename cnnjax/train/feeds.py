@@ -48,9 +48,11 @@ def _mean_pixel(mean) -> np.ndarray:
     return np.round(np.asarray(mean) * 255).astype(np.uint8)
 
 
-def _make_train_step(config, data):
+def _make_train_step(config, data, freeze_pattern: str = ""):
     return steps.make_train_step(
-        num_classes=data.num_classes, label_smoothing=float(config.label_smoothing)
+        num_classes=data.num_classes,
+        label_smoothing=float(config.label_smoothing),
+        freeze_pattern=freeze_pattern,
     )
 
 
@@ -65,10 +67,11 @@ class DeviceTrainFeed:
         self.labels = parallel.replicate(data.train_labels, mesh)
         self._fn = None
         self._perm, self._perm_epoch = None, None
+        self.freeze_pattern = ""
 
     def _jitted(self):
         cfg, bs = self.config, self.batch_size
-        train_step = _make_train_step(cfg, self.data)
+        train_step = _make_train_step(cfg, self.data, self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         batch_sharding = parallel.data_sharded(self.mesh)
         mean, std = self.data.mean, self.data.std
@@ -112,6 +115,10 @@ class DeviceTrainFeed:
             state, sums, self.images, self.labels, self._permutation(epoch), np.int32(step_in_epoch)
         )
 
+    def set_phase(self, state_shardings, freeze_pattern: str) -> None:
+        """The next `compile` builds the step for a new training phase (see loop.Phase)."""
+        self.state_shardings, self.freeze_pattern, self._fn = state_shardings, freeze_pattern, None
+
     def close(self) -> None:
         pass
 
@@ -133,10 +140,11 @@ class StreamTrainFeed:
         self.steps_per_epoch = self.stream.steps_per_epoch
         self.sharding = parallel.data_sharded(mesh)
         self._fn, self._iter, self._next = None, None, None
+        self.freeze_pattern = ""
 
     def _jitted(self):
         cfg = self.config
-        train_step = _make_train_step(cfg, self.data)
+        train_step = _make_train_step(cfg, self.data, self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         mean, std = self.data.mean, self.data.std
 
@@ -170,8 +178,18 @@ class StreamTrainFeed:
         self._next = step + 1
         return self._fn(state, sums, streaming.to_global(host, self.sharding))
 
+    def set_phase(self, state_shardings, freeze_pattern: str) -> None:
+        """The next `compile` builds the step for a new training phase (see loop.Phase)."""
+        self.state_shardings, self.freeze_pattern, self._fn = state_shardings, freeze_pattern, None
+
     def close(self) -> None:
         self._iter = None
+
+
+def _for_eval(state):
+    """The state without its optimizer state: evaluation does not need it, and its structure
+    then stays the same across training phases (one compiled evaluation per run)."""
+    return state.replace(opt_state=None, tx=None)
 
 
 def _eval_batch_size(config, num_devices: int) -> int:
@@ -207,18 +225,16 @@ class DeviceEvaluator:
             return jax.lax.scan(body, zeros, (images, labels, mask))[0]
 
         repl = parallel.replicated(mesh)
-        self._jit = jax.jit(
-            evaluate, in_shardings=(state_shardings, repl, repl, repl), out_shardings=repl
-        )
+        self._jit = jax.jit(evaluate, in_shardings=(repl, repl, repl, repl), out_shardings=repl)
         self._fn = None
 
     def compile(self, state) -> None:
-        self._fn = self._jit.lower(state, *self.arrays).compile()
+        self._fn = self._jit.lower(_for_eval(state), *self.arrays).compile()
 
     def __call__(self, state) -> dict:
         """Summed metrics over the test split, on the host."""
         fn = self._fn or self._jit
-        return jax.device_get(fn(state, *self.arrays))
+        return jax.device_get(fn(_for_eval(state), *self.arrays))
 
 
 class StreamEvaluator:
@@ -240,7 +256,7 @@ class StreamEvaluator:
 
         self._batch_sums = jax.jit(
             batch_sums,
-            in_shardings=(state_shardings, self.sharding, self.sharding, self.sharding),
+            in_shardings=(repl, self.sharding, self.sharding, self.sharding),
             out_shardings=repl,
         )
         self._accumulate = jax.jit(accumulate, out_shardings=repl, donate_argnums=0)
@@ -270,7 +286,7 @@ class StreamEvaluator:
         )
 
     def __call__(self, state) -> dict:
-        sums = None
+        sums, state = None, _for_eval(state)
         for host in self._local_batches():
             b = streaming.to_global(host, self.sharding)
             if sums is None:

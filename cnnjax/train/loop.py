@@ -20,7 +20,7 @@ import optax
 from cnnjax import data as data_lib
 from cnnjax import models, parallel
 from cnnjax.errors import UserError
-from cnnjax.train import checkpoint, feeds, metrics, optim, steps, writers
+from cnnjax.train import checkpoint, feeds, metrics, optim, steps, transfer, writers
 from cnnjax.train.progress import Progress
 from cnnjax.train.state import TrainState, count_params, create_train_state
 
@@ -62,6 +62,25 @@ def _every(n: int, steps_per_epoch: int) -> int:
 
 
 @dataclasses.dataclass
+class Phase:
+    """A stretch of training with one optimizer: steps [start, end), 1-based `index`.
+
+    Transfer learning has two (the fastai `fine_tune` convention): phase 1 trains with the
+    parameters matching `freeze_pattern` frozen, phase 2 trains everything at
+    `transfer.finetune_lr` with its own schedule and a fresh optimizer state.
+    """
+
+    index: int
+    start: int
+    end: int
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    freeze_pattern: str
+    abstract_state: TrainState
+    state_shardings: object
+
+
+@dataclasses.dataclass
 class Experiment:
     """Everything built from a config before the first step."""
 
@@ -75,6 +94,15 @@ class Experiment:
     total_steps: int
     state_shardings: object
     abstract_state: TrainState
+    phases: list[Phase] = dataclasses.field(default_factory=list)
+
+    def phase_at(self, step: int) -> Phase:
+        """The phase that runs training step `step` (0-based)."""
+        return next((p for p in self.phases if p.start <= step < p.end), self.phases[-1])
+
+    def phase_of_state(self, step: int) -> Phase:
+        """The phase whose optimizer produced the state after `step` steps."""
+        return self.phase_at(max(step - 1, 0))
 
     def init_state(self) -> TrainState:
         rng = jax.random.fold_in(jax.random.key(self.config.seed), INIT_STREAM)
@@ -102,13 +130,21 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
         **model_kwargs,
     )
     steps_per_epoch, total_steps = optim.steps_for(config, data.num_train)
-    schedule = optim.create_schedule(config, total_steps, steps_per_epoch)
-    tx = optim.create_optimizer(config, schedule)
+    specs = _phase_specs(config, total_steps, steps_per_epoch)
     rng = jax.random.key(0)
     try:
-        abstract_state = jax.eval_shape(
-            lambda r: create_train_state(model, tx, r, data.image_shape), rng
-        )
+        phases = []
+        for index, (start, end, peak_lr, pattern) in enumerate(specs, start=1):
+            schedule = optim.create_schedule(config, end - start, steps_per_epoch, peak_lr)
+            tx = optim.create_optimizer(config, schedule)
+            if pattern:
+                tx = transfer.freeze(tx, pattern)
+            abstract = jax.eval_shape(
+                lambda r, tx=tx: create_train_state(model, tx, r, data.image_shape), rng
+            )
+            shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract)
+            phases.append(Phase(index, start, end, tx, schedule, pattern, abstract, shardings))
+        abstract_state = phases[0].abstract_state
     except (ValueError, TypeError, ZeroDivisionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(
@@ -116,19 +152,37 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
             f"{data.image_shape}: {first}. Resize with --config.data.image_size=N or pick "
             "another model."
         ) from e
-    state_shardings = jax.tree.map(lambda _: parallel.replicated(mesh), abstract_state)
+    first = phases[0]
     return Experiment(
         config,
         data,
         model,
         mesh,
-        schedule,
-        tx,
+        first.schedule,
+        first.tx,
         steps_per_epoch,
         total_steps,
-        state_shardings,
+        first.state_shardings,
         abstract_state,
+        phases,
     )
+
+
+def _phase_specs(config, total_steps: int, steps_per_epoch: int):
+    """[(start, end, peak lr, freeze pattern)] of the training phases of `config`."""
+    tc = config.get("transfer")
+    pattern = tc.freeze_pattern if tc is not None else ""
+    if not pattern:
+        return [(0, total_steps, None, "")]
+    frozen = int(tc.freeze_steps) or int(round(float(tc.freeze_epochs) * steps_per_epoch))
+    if frozen <= 0 or frozen >= total_steps:
+        return [(0, total_steps, None, pattern)]  # Frozen for the whole run.
+    if float(tc.finetune_lr) <= 0:
+        raise UserError(
+            "transfer.freeze_epochs/freeze_steps set a second, unfrozen phase: "
+            "give its learning rate with --config.transfer.finetune_lr=LR."
+        )
+    return [(0, frozen, None, pattern), (frozen, total_steps, float(tc.finetune_lr), "")]
 
 
 class _StopFlag:
@@ -197,19 +251,23 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     repl = parallel.replicated(exp.mesh)
     # Created by a jitted function so the zeros are a global array on every process.
     new_sums = jax.jit(steps.zero_train_sums, out_shardings=repl)
-    start_step, restored = ckpts.restore_latest(_checkpoint_target(exp))
+    start_step, restored = ckpts.restore_latest(
+        lambda step: _checkpoint_target(exp, exp.phase_of_state(step))
+    )
     if restored is None:
-        state = exp.init_state()
+        state = _initialize(exp)
         sums = new_sums()
         start_step = 0
     else:
-        state = _restored_state(exp, restored)
+        state = _restored_state(exp, restored, exp.phase_of_state(start_step))
         sums = restored["train_sums"]
         print(f"Resuming from the checkpoint at step {start_step} in {ckpts.directory}", flush=True)
     writer = writers.MetricWriter(workdir, resume_step=start_step or None)
 
     n_train = exp.data.num_train
     feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings)
+    phase = exp.phase_of_state(start_step)
+    feed.set_phase(phase.state_shardings, phase.freeze_pattern)
     t_compile = time.perf_counter()
     feed.compile(state, sums)
     evaluator.compile(state)
@@ -233,6 +291,12 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         writer.write({"step": 0, "kind": "compile", "seconds": compile_s, "wall_time": time.time()})
 
     progress = Progress(total=total, initial=start_step, desc=name)
+    phased = len(exp.phases) > 1 or bool(exp.phases[0].freeze_pattern)
+
+    def emit(event: dict) -> None:
+        """Writes an event; runs with transfer phases say which phase it belongs to."""
+        writer.write({**event, "phase": phase.index} if phased else event)
+
     last_eval = None
     last_checked = start_step  # Loss is known finite up to here.
 
@@ -263,7 +327,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         eval_sums = evaluator(state)
         result = metrics.summarize(eval_sums)
         last_eval = {**result, "confusion": np.asarray(eval_sums["confusion"])}
-        writer.write(
+        emit(
             {"step": step, "epoch": step / spe, "kind": "eval", "wall_time": time.time(), **result}
         )
         progress.write(
@@ -278,6 +342,17 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     status = "completed"
     with _StopFlag() as stop:
         while step < total:
+            if exp.phase_at(step) is not phase:
+                phase = exp.phase_at(step)
+                state = _start_phase(exp, phase, state)
+                feed.set_phase(phase.state_shardings, phase.freeze_pattern)
+                feed.compile(state, sums)
+                emit({"step": step, "kind": "phase", "wall_time": time.time()})
+                progress.write(
+                    f"phase {phase.index} from step {step}: everything trainable, "
+                    f"lr {float(phase.schedule(0)):.3g} -> peak "
+                    f"{cfg.transfer.finetune_lr}, fresh optimizer state"
+                )
             if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
                 os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
             state, sums = feed.step(state, sums, step)
@@ -290,14 +365,14 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                 ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 loss = float(host["loss_sum"]) / max(float(host["count"]), 1.0)
                 acc = float(host["correct"]) / max(float(host["count"]), 1.0)
-                writer.write(
+                emit(
                     {
                         "step": step,
                         "epoch": step / spe,
                         "kind": "train",
                         "loss": loss,
                         "accuracy": acc,
-                        "lr": float(exp.schedule(step - 1)),
+                        "lr": float(phase.schedule(step - 1 - phase.start)),
                         "images_per_sec": ips,
                         "wall_time": time.time(),
                         "elapsed_s": time.perf_counter() - t_start,
@@ -308,7 +383,8 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                     loss=loss,
                     accuracy=acc,
                     images_per_sec=ips,
-                    extra=f"epoch {step / spe:.1f}",
+                    extra=f"epoch {step / spe:.1f}"
+                    + (f" phase {phase.index}/{len(exp.phases)}" if phased else ""),
                 )
                 sums = new_sums()
                 t_last, step_last = time.perf_counter(), step
@@ -316,7 +392,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                 check_finite(step, params_too=True)
                 ckpts.save(step, {"state": state, "train_sums": sums})
                 ckpts.wait()
-                writer.write(
+                emit(
                     {
                         "step": step,
                         "kind": "preempted",
@@ -380,12 +456,15 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     ckpts = checkpoint.Checkpoints(
         directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True
     )
-    target = _checkpoint_target(exp)
+
+    def target(step):
+        return _checkpoint_target(exp, exp.phase_of_state(step))
+
     best = ckpts.best_step()
     step, restored = None, None
     if best is not None:
         try:
-            step, restored = best, ckpts.restore(best, target)
+            step, restored = best, ckpts.restore(best, target(best))
         except Exception as e:  # noqa: BLE001 - fall back to the newest readable one.
             print(
                 f"warning: best checkpoint (step {best}) is unreadable ({type(e).__name__}); "
@@ -397,7 +476,7 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     ckpts.close()
     if restored is None:
         return exp, exp.init_state(), None
-    return exp, _restored_state(exp, restored), step
+    return exp, _restored_state(exp, restored, exp.phase_of_state(step)), step
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
@@ -416,22 +495,63 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     return {**metrics.summarize(sums), "step": step, "confusion": np.asarray(sums["confusion"])}
 
 
-def _checkpoint_target(exp: Experiment) -> dict:
+def _checkpoint_target(exp: Experiment, phase: Phase | None = None) -> dict:
     """The abstract tree a checkpoint restores into, sharded for the current mesh."""
+    phase = phase or exp.phases[0]
     repl = parallel.replicated(exp.mesh)
     sums = jax.eval_shape(steps.zero_train_sums)
     return {
-        "state": checkpoint.abstract_like(exp.abstract_state, exp.state_shardings),
+        "state": checkpoint.abstract_like(phase.abstract_state, phase.state_shardings),
         "train_sums": checkpoint.abstract_like(sums, jax.tree.map(lambda _: repl, sums)),
     }
 
 
-def _restored_state(exp: Experiment, restored: dict) -> TrainState:
+def _restored_state(exp: Experiment, restored: dict, phase: Phase | None = None) -> TrainState:
     """A TrainState (with its static apply_fn/tx) from a restored checkpoint tree."""
-    return exp.abstract_state.replace(
+    phase = phase or exp.phases[0]
+    return phase.abstract_state.replace(
         **{
             f.name: getattr(restored["state"], f.name)
             for f in dataclasses.fields(TrainState)
             if f.name not in ("apply_fn", "tx")
         }
+    )
+
+
+def _initialize(exp: Experiment) -> TrainState:
+    """A fresh state, initialized from `init.checkpoint` / `init.keras_weights` if set."""
+    state = exp.init_state()
+    source = transfer.source_variables(exp.config.init) if "init" in exp.config else None
+    if source is None:
+        return state
+    merged, report = transfer.merge(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        source,
+        exp.config.init.skip_pattern,
+    )
+    print(transfer.format_report(report), flush=True)
+    place = lambda tree: jax.device_put(tree, parallel.replicated(exp.mesh))
+    params = place(merged["params"])
+    return state.replace(
+        params=params,
+        batch_stats=place(merged["batch_stats"]),
+        opt_state=jax.jit(state.tx.init)(params),
+    )
+
+
+def _start_phase(exp: Experiment, phase: Phase, state: TrainState) -> TrainState:
+    """The state for `phase`: same step, parameters and statistics; its own fresh optimizer."""
+
+    def make(step, params, batch_stats):
+        return TrainState(
+            step=step,
+            params=params,
+            batch_stats=batch_stats,
+            opt_state=phase.tx.init(params),
+            apply_fn=state.apply_fn,
+            tx=phase.tx,
+        )
+
+    return jax.jit(make, out_shardings=phase.state_shardings)(
+        state.step, state.params, state.batch_stats
     )

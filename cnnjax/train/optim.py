@@ -26,9 +26,13 @@ def _warmup_steps(schedule_config, steps_per_epoch: int) -> int:
     )
 
 
-def create_schedule(config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
-    """The learning rate as a function of the step, `config.optim.lr` at its peak."""
-    sc, lr = config.schedule, float(config.optim.lr)
+def create_schedule(
+    config, total_steps: int, steps_per_epoch: int, peak_lr: float | None = None
+) -> optax.Schedule:
+    """The learning rate as a function of the step, `peak_lr` (default `config.optim.lr`) at its
+    peak."""
+    sc = config.schedule
+    lr = float(config.optim.lr) if peak_lr is None else float(peak_lr)
     name = sc.name
     if name not in SCHEDULES:
         raise UserError(

@@ -5,6 +5,7 @@ plain functions of arrays; the loop jits them once (with donation and shardings)
 batch: {"image": float (B, H, W, C) normalized, "label": int32 (B,), "mask": float (B,) for eval}.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -13,21 +14,31 @@ from cnnjax.train import losses, metrics
 from cnnjax.train.state import TrainState
 
 
-def make_train_step(*, num_classes: int, label_smoothing: float = 0.0):
-    """Returns `train_step(state, batch, rng) -> (new_state, metric sums)`."""
+def make_train_step(*, num_classes: int, label_smoothing: float = 0.0, freeze_pattern: str = ""):
+    """Returns `train_step(state, batch, rng) -> (new_state, metric sums)`.
+
+    freeze_pattern: BatchNorm layers whose parameters match it run on their running statistics
+    (`cnnjax.train.transfer.frozen_batchnorm`); the optimizer freezes the parameters themselves.
+    """
+    interceptor = None
+    if freeze_pattern:
+        from cnnjax.train.transfer import frozen_batchnorm
+
+        interceptor = frozen_batchnorm(freeze_pattern)
+
+    def apply(state, variables, x, rng):
+        kwargs = dict(train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+        if interceptor is None:
+            return state.apply_fn(variables, x, **kwargs)
+        with nn.intercept_methods(interceptor):
+            return state.apply_fn(variables, x, **kwargs)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         def loss_fn(params):
             variables = {"params": params}
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
-            logits, mutated = state.apply_fn(
-                variables,
-                batch["image"],
-                train=True,
-                rngs={"dropout": rng},
-                mutable=["batch_stats"],
-            )
+            logits, mutated = apply(state, variables, batch["image"], rng)
             per_example = losses.softmax_cross_entropy(
                 logits, batch["label"], num_classes=num_classes, label_smoothing=label_smoothing
             )

@@ -34,6 +34,13 @@ def _jsonable(value):
     return value
 
 
+def _before(event: dict, resume_step: int) -> bool:
+    """Whether an interrupted run's event stays: everything up to the resume step, except a
+    phase switch logged at that very step, which the resumed run performs (and logs) again."""
+    step = event.get("step", 0)
+    return step < resume_step or (step == resume_step and event.get("kind") != "phase")
+
+
 class MetricWriter:
     """Writes events on process 0 only. `resume_step`: the step training restarts from."""
 
@@ -43,7 +50,7 @@ class MetricWriter:
         self._tb = None
         if not self.enabled:
             return
-        kept = [e for e in read_events(workdir) if resume_step and e.get("step", 0) <= resume_step]
+        kept = [e for e in read_events(workdir) if resume_step and _before(e, resume_step)]
         with open(self.path, "w") as f:
             f.writelines(json.dumps(e) + "\n" for e in kept)
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close().

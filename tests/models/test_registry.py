@@ -35,7 +35,10 @@ SMALL = {
     "mobilenet_v1": (CIFAR, {}),
     "alexnet": ((64, 64, 3), {"fc_units": 256}),  # Small fc layers: 61M params are all fc.
     "googlenet": (CIFAR, {}),
+    # Segmentation: logits per pixel; the CPU-sized backbone (VGG-16's has 134M parameters).
+    **{f"fcn{v}": (CIFAR, {"backbone": "small"}) for v in ("8s", "16s", "32s")},
 }
+SEGMENTATION = {"fcn8s", "fcn16s", "fcn32s"}
 
 # Names SPEC.md section 3 fixes.
 SPEC_NAMES = {
@@ -102,7 +105,8 @@ def test_walk(name, stand_in_variables, fast_jit):
     (logits, updates), (eval_logits, eval_updates) = run(variables, x)
 
     for out in (logits, eval_logits):
-        assert out.shape == (2, NUM_CLASSES)
+        expected = (2, *shape[:2], NUM_CLASSES) if name in SEGMENTATION else (2, NUM_CLASSES)
+        assert out.shape == expected
         assert np.isfinite(np.asarray(out)).all()
     if stats is None:
         assert "batch_stats" not in updates
