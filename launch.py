@@ -13,7 +13,6 @@ import sys
 from absl import app, flags
 
 MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")
-IMPLEMENTED_MODES = ("train", "eval", "summary", "benchmark", "visualize")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see --list).")
@@ -118,11 +117,6 @@ def run(argv) -> int:
         )
     config = apply_overrides(experiments.EXPERIMENTS[name].get_config(), _OVERRIDES)
     mode = FLAGS.mode
-    if mode not in IMPLEMENTED_MODES:
-        raise UserError(
-            f"--mode={mode} is not available in this version of cnnjax yet; "
-            f"available modes: {', '.join(IMPLEMENTED_MODES)}."
-        )
 
     from cnnjax import parallel
     from cnnjax.train import loop
@@ -142,6 +136,19 @@ def run(argv) -> int:
             f"{config.batch_size}"
         )
         return 0
+    if mode == "predict":
+        from cnnjax import predict
+
+        if not FLAGS.images:
+            raise UserError("--mode=predict needs images: --images=cat.jpg,dog.png.")
+        if not FLAGS.workdir and not config.init.keras_weights:
+            raise UserError(
+                "--mode=predict uses a trained run (--workdir=RUN_DIR) or Keras "
+                "weights (--config.init.keras_weights=FILE.h5)."
+            )
+        results = predict.predict_run(config, FLAGS.workdir or "", FLAGS.images)
+        print(predict.format_predictions(results))
+        return 0 if any("top" in r for r in results) else 2
     if mode == "visualize":
         from cnnjax.viz.run import visualize
 

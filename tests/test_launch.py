@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 from launching import TINY_QUICKSTART, launch
 
@@ -124,6 +125,25 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
         assert str(png) in proc.stdout
     assert "FRESH" not in proc.stdout
 
+    # --mode=predict prints named top-5 classes per image; a missing file is one line.
+    from PIL import Image
+
+    from cnnjax.data import digits
+
+    image = digits.load()["test_images"][0][..., 0]
+    Image.fromarray(np.kron(image, np.ones((8, 8), np.uint8))).save(workdir / "digit.png")
+    proc = launch(
+        [
+            *TINY_QUICKSTART,
+            f"--workdir={workdir}",
+            "--mode=predict",
+            f"--images={workdir / 'digit.png'},{workdir / 'missing.png'}",
+        ],
+        check=True,
+    )
+    assert "digit.png:" in proc.stdout and "  5. " in proc.stdout
+    assert "error: cannot read" in proc.stdout + proc.stderr and "missing.png" in proc.stdout
+
     # Re-running the finished run resumes at the end: nothing retrained, no duplicate events.
     proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
     assert "Resuming from the checkpoint at step 40" in proc.stdout
@@ -138,9 +158,11 @@ def test_summary_mode_prints_the_keras_style_table():
     assert "1,438 train / 359 test" in proc.stdout
 
 
-def test_unimplemented_mode_is_a_clear_error():
-    proc = launch(["--experiment=quickstart", "--mode=predict"])
-    assert_user_error(proc, "--mode=predict", "available modes")
+def test_predict_without_images_or_a_run_is_a_clear_error():
+    assert_user_error(launch(["--experiment=quickstart", "--mode=predict"]), "--images=")
+    assert_user_error(
+        launch(["--experiment=quickstart", "--mode=predict", "--images=a.png"]), "--workdir=RUN_DIR"
+    )
 
 
 def test_visualize_without_a_run_draws_fresh_weights_and_says_so(tmp_path):
