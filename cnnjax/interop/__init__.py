@@ -1,1 +1,1 @@
-"""Weight import and export: `cnnjax.interop.keras` reads Keras applications weights."""
+"""Weight import: `cnnjax.interop.keras` reads Keras applications models and weight files."""
