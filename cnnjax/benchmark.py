@@ -69,11 +69,13 @@ def synthetic_like(dataset: data_lib.Dataset, num_examples: int, seed: int = 0):
     )
 
 
-def time_train_step(config, *, steps_per_run: int = 20, warmup: int = 3) -> StepTiming:
+def time_train_step(
+    config, *, steps_per_run: int = 20, warmup: int = 3, dataset: data_lib.Dataset | None = None
+) -> StepTiming:
     """Times the training loop's fused step on device-resident synthetic data."""
     from cnnjax.summary import summarize
 
-    real = data_lib.load(config.data)
+    real = dataset or data_lib.load(config.data)
     batches = 4
     data = synthetic_like(real, batches * int(config.batch_size))
     exp = build(config, data)
@@ -111,12 +113,14 @@ def time_train_step(config, *, steps_per_run: int = 20, warmup: int = 3) -> Step
     )
 
 
-def time_device_pipeline(config, *, steps_per_run: int = 50) -> float:
+def time_device_pipeline(
+    config, *, steps_per_run: int = 50, dataset: data_lib.Dataset | None = None
+) -> float:
     """images/s of the on-device input pipeline alone (batch cut + augment + normalize)."""
     from cnnjax import parallel
     from cnnjax.data import pipeline
 
-    real = data_lib.load(config.data)
+    real = dataset or data_lib.load(config.data)
     data = synthetic_like(real, 8 * int(config.batch_size)) if not real.in_memory else real
     mesh = parallel.make_mesh()
     images = parallel.replicate(data.train_images, mesh)
@@ -140,11 +144,13 @@ def time_device_pipeline(config, *, steps_per_run: int = 50) -> float:
     return steps_per_run * bs / (time.perf_counter() - t0)
 
 
-def time_stream_pipeline(config, *, batches: int = 20) -> float:
+def time_stream_pipeline(
+    config, *, batches: int = 20, dataset: data_lib.Dataset | None = None
+) -> float:
     """images/s of the streaming pipeline alone (read + decode + augment on the host)."""
     from cnnjax.data import streaming, transforms
 
-    data = data_lib.load(config.data)
+    data = dataset or data_lib.load(config.data)
     source = (
         feeds.ArraySource(data.train_images, data.train_labels)
         if data.in_memory

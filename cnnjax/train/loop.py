@@ -300,11 +300,12 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     last_eval = None
     last_checked = start_step  # Loss is known finite up to here.
 
-    def check_finite(step, *, params_too=False):
+    def check_finite(step, *, params_too=False, host_sums=None):
         """Raises if the loss since the last check (or, before a save, any parameter) is
         not finite: a checkpoint is only ever written from a finite state."""
         nonlocal last_checked
-        loss_sum = float(jax.device_get(sums["loss_sum"]))
+        fetched = host_sums if host_sums is not None else jax.device_get(sums)
+        loss_sum = float(fetched["loss_sum"])
         if params_too and np.isfinite(loss_sum) and not bool(_all_finite(state.params)):
             loss_sum = float("nan")  # The last update overflowed although its loss did not.
         if not np.isfinite(loss_sum):
@@ -359,8 +360,8 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
             step += 1
             is_last = step == total
             if step % log_every == 0 or is_last or stop.signum:
-                check_finite(step)
-                host = jax.device_get(sums)
+                host = jax.device_get(sums)  # The one host sync of a log step.
+                check_finite(step, host_sums=host)
                 now = time.perf_counter()
                 ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
                 loss = float(host["loss_sum"]) / max(float(host["count"]), 1.0)
