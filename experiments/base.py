@@ -9,6 +9,8 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # What is learned (cnnjax/tasks): classification | localization | segmentation.
+    c.task = "classification"
 
     # model.name picks the registered model; every other key under model is passed to it.
     c.model = ml_collections.ConfigDict({"name": "lenet5"})

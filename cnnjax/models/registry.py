@@ -6,7 +6,18 @@ from collections.abc import Callable
 import flax.linen as nn
 
 from cnnjax.errors import UserError, did_you_mean
-from cnnjax.models import classic, fcn, lenet, mobilenet, resnet, seed, vgg, vgg_blocks, xception
+from cnnjax.models import (
+    classic,
+    detector,
+    fcn,
+    lenet,
+    mobilenet,
+    resnet,
+    seed,
+    vgg,
+    vgg_blocks,
+    xception,
+)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet.LeNet5,
@@ -42,6 +53,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s": fcn.fcn32s,
     "fcn16s": fcn.fcn16s,
     "fcn8s": fcn.fcn8s,
+    # Single-shot detection: (N, H, W, 3) -> (N, H // 8, W // 8, 5 + num_classes) per cell.
+    "grid_detector": detector.grid_detector,
 }
 
 

@@ -18,9 +18,9 @@ import numpy as np
 import optax
 
 from cnnjax import data as data_lib
-from cnnjax import models, parallel
+from cnnjax import parallel, tasks
 from cnnjax.errors import UserError
-from cnnjax.train import checkpoint, feeds, metrics, optim, steps, transfer, writers
+from cnnjax.train import checkpoint, feeds, optim, transfer, writers
 from cnnjax.train.progress import Progress
 from cnnjax.train.state import TrainState, count_params, create_train_state
 
@@ -95,6 +95,7 @@ class Experiment:
     state_shardings: object
     abstract_state: TrainState
     phases: list[Phase] = dataclasses.field(default_factory=list)
+    task: tasks.Task | None = None  # What is learned and measured (`config.task`).
 
     def phase_at(self, step: int) -> Phase:
         """The phase that runs training step `step` (0-based)."""
@@ -122,13 +123,8 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
             f"batch_size={config.batch_size} is not divisible by the {num_devices} "
             "devices; choose a multiple of the device count."
         )
-    model_kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    model = models.get_model(
-        config.model.name,
-        num_classes=data.num_classes,
-        dtype=compute_dtype(config.dtype),
-        **model_kwargs,
-    )
+    task = tasks.get_task(config, data)
+    model = task.build_model(compute_dtype(config.dtype))
     steps_per_epoch, total_steps = optim.steps_for(config, data.num_train)
     specs = _phase_specs(config, total_steps, steps_per_epoch)
     rng = jax.random.key(0)
@@ -165,6 +161,7 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
         first.state_shardings,
         abstract_state,
         phases,
+        task,
     )
 
 
@@ -250,7 +247,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     )
     repl = parallel.replicated(exp.mesh)
     # Created by a jitted function so the zeros are a global array on every process.
-    new_sums = jax.jit(steps.zero_train_sums, out_shardings=repl)
+    new_sums = jax.jit(exp.task.zero_train_sums, out_shardings=repl)
     start_step, restored = ckpts.restore_latest(
         lambda step: _checkpoint_target(exp, exp.phase_of_state(step))
     )
@@ -265,7 +262,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     writer = writers.MetricWriter(workdir, resume_step=start_step or None)
 
     n_train = exp.data.num_train
-    feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings)
+    feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings, exp.task)
     phase = exp.phase_of_state(start_step)
     feed.set_phase(phase.state_shardings, phase.freeze_pattern)
     t_compile = time.perf_counter()
@@ -325,17 +322,12 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     def run_eval(step):
         nonlocal last_eval
-        eval_sums = evaluator(state)
-        result = metrics.summarize(eval_sums)
-        last_eval = {**result, "confusion": np.asarray(eval_sums["confusion"])}
+        result, arrays = exp.task.finalize(evaluator(state))
+        last_eval = {**result, **arrays}
         emit(
             {"step": step, "epoch": step / spe, "kind": "eval", "wall_time": time.time(), **result}
         )
-        progress.write(
-            f"eval @ step {step}: loss={result['loss']:.4f} "
-            f"accuracy={result['accuracy']:.4f}"
-            + (f" top5={result['top5_accuracy']:.4f}" if "top5_accuracy" in result else "")
-        )
+        progress.write(f"eval @ step {step}: {exp.task.eval_line(result)}")
         return result
 
     step = start_step
@@ -364,15 +356,15 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                 check_finite(step, host_sums=host)
                 now = time.perf_counter()
                 ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
-                loss = float(host["loss_sum"]) / max(float(host["count"]), 1.0)
-                acc = float(host["correct"]) / max(float(host["count"]), 1.0)
+                train_metrics = exp.task.train_metrics(host)
+                loss = train_metrics["loss"]
+                acc = train_metrics.get(exp.task.progress_metric, float("nan"))
                 emit(
                     {
                         "step": step,
                         "epoch": step / spe,
                         "kind": "train",
-                        "loss": loss,
-                        "accuracy": acc,
+                        **train_metrics,
                         "lr": float(phase.schedule(step - 1 - phase.start)),
                         "images_per_sec": ips,
                         "wall_time": time.time(),
@@ -425,11 +417,8 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     if status == "completed" and last_eval is None:
         # Resumed a finished run: evaluate the final state again for the report and pictures.
-        eval_sums = evaluator(state)
-        last_eval = {
-            **metrics.summarize(eval_sums),
-            "confusion": np.asarray(eval_sums["confusion"]),
-        }
+        result, arrays = exp.task.finalize(evaluator(state))
+        last_eval = {**result, **arrays}
     feed.close()
     ckpts.close()
     writer.close()
@@ -491,16 +480,16 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
             f"No readable checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
             f"with the same --experiment and --workdir={workdir}."
         )
-    _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings)
-    sums = evaluator(state)
-    return {**metrics.summarize(sums), "step": step, "confusion": np.asarray(sums["confusion"])}
+    _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
+    result, arrays = exp.task.finalize(evaluator(state))
+    return {**result, "step": step, **arrays}
 
 
 def _checkpoint_target(exp: Experiment, phase: Phase | None = None) -> dict:
     """The abstract tree a checkpoint restores into, sharded for the current mesh."""
     phase = phase or exp.phases[0]
     repl = parallel.replicated(exp.mesh)
-    sums = jax.eval_shape(steps.zero_train_sums)
+    sums = jax.eval_shape(exp.task.zero_train_sums)
     return {
         "state": checkpoint.abstract_like(phase.abstract_state, phase.state_shardings),
         "train_sums": checkpoint.abstract_like(sums, jax.tree.map(lambda _: repl, sums)),

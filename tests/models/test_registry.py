@@ -37,6 +37,7 @@ SMALL = {
     "googlenet": (CIFAR, {}),
     # Segmentation: logits per pixel; the CPU-sized backbone (VGG-16's has 134M parameters).
     **{f"fcn{v}": (CIFAR, {"backbone": "small"}) for v in ("8s", "16s", "32s")},
+    "grid_detector": (CIFAR, {}),  # Raw per-cell predictions (N, 4, 4, 5 + classes).
 }
 SEGMENTATION = {"fcn8s", "fcn16s", "fcn32s"}
 
@@ -106,6 +107,8 @@ def test_walk(name, stand_in_variables, fast_jit):
 
     for out in (logits, eval_logits):
         expected = (2, *shape[:2], NUM_CLASSES) if name in SEGMENTATION else (2, NUM_CLASSES)
+        if name == "grid_detector":
+            expected = (2, shape[0] // 8, shape[1] // 8, 5 + NUM_CLASSES)
         assert out.shape == expected
         assert np.isfinite(np.asarray(out)).all()
     if stats is None:
