@@ -160,3 +160,13 @@ def test_non_images_and_hidden_files_are_ignored(tree):
         with open(os.path.join(root, "train", "cat", name), "wb") as f:
             f.write(b"junk")
     assert len(folder.load_folder(root)["train_labels"]) == 5
+
+
+def test_worker_processes_decode_the_same_pixels_in_the_same_order(tmp_path, monkeypatch):
+    root = str(tmp_path / "many")
+    write_tree(root, {"train/a": 7, "train/b": 6, "test/a": 3, "test/b": 2})
+    serial = folder.load_folder(root, cache_dir=str(tmp_path / "c1"), num_workers=1)
+    monkeypatch.setattr(folder, "_MIN_FILES_FOR_PROCESSES", 1)
+    parallel = folder.load_folder(root, cache_dir=str(tmp_path / "c2"), num_workers=2)
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(parallel[key], serial[key])

@@ -1,0 +1,41 @@
+"""launch.py's persistent compilation cache: on by flag, written where asked, off when asked."""
+
+import os
+
+from launching import TINY_QUICKSTART, launch
+
+# The tiny run compiles in well under JAX's default one-second threshold for caching.
+_CACHE_EVERYTHING = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def test_cache_directory_receives_the_compiled_steps(tmp_path):
+    cache = tmp_path / "xla"
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=5", f"--workdir={tmp_path / 'run'}"]
+    proc = launch([*args, f"--compilation_cache={cache}"], env=_CACHE_EVERYTHING)
+    assert proc.returncode == 0, proc.stderr
+    names = os.listdir(cache)
+    # The fused train step and the evaluation are both kept for the next run.
+    assert any(n.startswith("jit_fused") for n in names), names
+    assert any(n.startswith("jit_evaluate") for n in names), names
+
+
+def _run_with_home(tmp_path, *flags):
+    """A tiny run whose default cache (~/.cache/cnnjax/xla, as shipped) lies under tmp_path."""
+    home = tmp_path / "home"
+    env = {
+        **_CACHE_EVERYTHING,
+        "HOME": str(home),
+        "CNNJAX_COMPILATION_CACHE": "~/.cache/cnnjax/xla",
+    }
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=5", f"--workdir={tmp_path / 'run'}"]
+    proc = launch([*args, *flags], env=env)
+    assert proc.returncode == 0, proc.stderr
+    return home / ".cache" / "cnnjax" / "xla"
+
+
+def test_default_cache_lives_under_the_home_directory(tmp_path):
+    assert any(n.startswith("jit_fused") for n in os.listdir(_run_with_home(tmp_path)))
+
+
+def test_off_writes_no_cache(tmp_path):
+    assert not _run_with_home(tmp_path, "--compilation_cache=off").exists()
