@@ -129,7 +129,7 @@ def time_device_pipeline(
 
     @jax.jit
     def batch(images, perm, i, rng):
-        x, _ = pipeline.take_batch(images, images[:, 0, 0, 0], perm, i, bs)
+        x = pipeline.take_batch({"image": images}, perm, i, bs)["image"]
         x = jax.lax.with_sharding_constraint(x, parallel.data_sharded(mesh))
         x = pipeline.augment(x, rng, config.augment)
         return pipeline.normalize(x, data.mean, data.std)

@@ -85,6 +85,21 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.transfer.freeze_epochs = 0.0
     c.transfer.finetune_lr = 0.0
 
+    # task="localization" (cnnjax/tasks/localization.py): loss = class_weight x cross-entropy
+    # + box_weight x box loss ("mse" or "smooth_l1" with smooth_l1_beta, on normalized boxes).
+    c.localization = ml_collections.ConfigDict()
+    c.localization.class_weight = 0.8
+    c.localization.box_weight = 0.2
+    c.localization.box_loss = "mse"
+    c.localization.smooth_l1_beta = 0.05
+    c.localization.hidden = 128  # Hidden ReLU layer of the head (0: none).
+    c.localization.pool = "flatten"  # Deepest feature map: "flatten" (keeps where) or "avg".
+
+    # task="segmentation" (cnnjax/tasks/segmentation.py): per-pixel cross-entropy.
+    c.segmentation = ml_collections.ConfigDict()
+    c.segmentation.ignore_label = 255  # Mask value left out of loss and metrics.
+    c.segmentation.class_weights = ()  # Per-class loss weights, one per class; () = all 1.
+
     c.viz = ml_collections.ConfigDict()  # --mode=visualize
     c.viz.layers = (
         ""  # Feature-map layers, comma-separated module paths ("" = last conv per block).

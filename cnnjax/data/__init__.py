@@ -1,4 +1,5 @@
-"""Datasets: every source hands over uint8 NHWC images and int32 labels.
+"""Datasets: every source hands over uint8 NHWC images and int32 labels, and some also
+per-example targets for other tasks (boxes, segmentation masks; see `Dataset.arrays`).
 
 `load(config.data)` returns an in-memory `Dataset`; `cnnjax.data.pipeline` uploads it to the
 devices and produces batches inside jitted code.
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnnjax.data import digits, folder, shapes, stats, synthetic, tfds_source
+from cnnjax.data import digits, folder, preprocessing, shapes, stats, synthetic, tfds_source
 from cnnjax.errors import UserError, did_you_mean
 
 
@@ -21,7 +22,12 @@ class Dataset:
     In memory: train_images/test_images uint8 (N, H, W, C), train_labels/test_labels int32 (N,).
     Streamed: train_source/test_source give random access to records {"image", "label"}
     (decoded or encoded images) and `image_shape` is the shape the transforms produce.
-    mean/std: float32 (C,), statistics of pixels scaled to [0, 1].
+    mean/std: float32 (C,), what `pipeline.normalize` applies to pixels scaled to [0, 1]: the
+    dataset's statistics or a fixed `data.normalization` mode (`preprocessing.py`).
+    train_targets/test_targets: per-example arrays beside images and labels, by name (in
+    memory only), e.g. from `shapes`: "box" float32 (N, 4) normalized (ymin, xmin, ymax, xmax)
+    of the labelled object, "boxes" (N, K, 4), "classes" int32 (N, K) (-1: no object),
+    "num_objects" int32 (N,), "mask" uint8 (N, H, W) per-pixel class (`mask_class_names`).
     """
 
     name: str
@@ -35,6 +41,22 @@ class Dataset:
     train_source: object = None
     test_source: object = None
     stream_image_shape: tuple[int, int, int] | None = None
+    train_targets: dict = dataclasses.field(default_factory=dict)
+    test_targets: dict = dataclasses.field(default_factory=dict)
+    mask_class_names: tuple[str, ...] = ()
+
+    def arrays(self, split: str, keys=("label",)) -> dict[str, np.ndarray]:
+        """{"image": ..., key: ...} of an in-memory split ("train" or "test"): what the
+        on-device feeds upload. keys: "label" and/or names of `train_targets`."""
+        images, labels, targets = (
+            (self.train_images, self.train_labels, self.train_targets)
+            if split == "train"
+            else (self.test_images, self.test_labels, self.test_targets)
+        )
+        out = {"image": images}
+        for key in keys:
+            out[key] = labels if key == "label" else targets[key]
+        return out
 
     @property
     def num_classes(self) -> int:
@@ -197,17 +219,25 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def load(data_config) -> Dataset:
     """Loads `data_config.name`: in memory (resized to `data_config.image_size` when > 0), or as
-    a streaming dataset for TFDS sets too big for device memory (or `feeding="stream"`)."""
+    a streaming dataset for TFDS sets too big for device memory (or `feeding="stream"`).
+    `mean`/`std` follow `data_config.normalization` (`preprocessing.MODES`)."""
+    mode = preprocessing.check(data_config.get("normalization", "dataset"))
     raw = _load_raw(data_config)
     if isinstance(raw, Dataset):
-        return raw
+        mean, std = preprocessing.mean_std(mode, raw.image_shape[-1], raw.mean, raw.std)
+        return dataclasses.replace(raw, mean=mean, std=std)
     train_images, test_images = raw["train_images"], raw["test_images"]
     size = int(data_config.get("image_size", 0) or 0)
     if size > 0:
         train_images, test_images = resize(train_images, size), resize(test_images, size)
+    targets = {split: _targets(raw, split, size) for split in ("train", "test")}
     name = data_config.name
     mean, std = stats.normalization(tfds_source._base_name(name), train_images)
+    mean, std = preprocessing.mean_std(mode, train_images.shape[-1], mean, std)
     return Dataset(
+        train_targets=targets["train"],
+        test_targets=targets["test"],
+        mask_class_names=tuple(raw.get("mask_class_names", ())),
         name=name,
         train_images=train_images,
         train_labels=raw["train_labels"].astype(np.int32),
@@ -217,3 +247,36 @@ def load(data_config) -> Dataset:
         mean=mean,
         std=std,
     )
+
+
+# Source keys "{split}_{key}" -> Dataset target names (the rest of a source's keys are its own).
+_TARGET_NAMES = {"boxes": "boxes", "classes": "classes", "num_objects": "num_objects"}
+_MASK_SOURCE_KEYS = ("masks", "mask")
+
+
+def _targets(raw: dict, split: str, size: int) -> dict[str, np.ndarray]:
+    """The per-example targets of a source's split, masks resized (nearest) to `size` > 0.
+
+    "box" is the first object's box (the one "label" names) when the source has "boxes"."""
+    out = {}
+    for key, name in _TARGET_NAMES.items():
+        if f"{split}_{key}" in raw:
+            out[name] = np.asarray(raw[f"{split}_{key}"])
+    if "boxes" in out:
+        out["box"] = out["boxes"][:, 0].astype(np.float32)
+    for key in _MASK_SOURCE_KEYS:
+        if f"{split}_{key}" in raw:
+            mask = np.asarray(raw[f"{split}_{key}"], np.uint8)
+            out["mask"] = resize_masks(mask, size) if size > 0 else mask
+    return out
+
+
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of label maps uint8 (N, H, W) to (N, size, size): labels are
+    categories, never blended. Pixel centres map to the nearest source pixel."""
+    n, h, w = masks.shape
+    if (h, w) == (size, size):
+        return masks
+    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(np.int64), w - 1)
+    return masks[:, rows[:, None], cols[None, :]]

@@ -20,6 +20,7 @@ import numpy as np
 from cnnjax.errors import UserError
 
 CLASS_NAMES = ("circle", "square", "triangle")
+MASK_CLASS_NAMES = ("background", *CLASS_NAMES)  # Values of `masks`: 0, then 1 + class.
 NUM_TRAIN, NUM_TEST = 4000, 1000
 TRAIN_SEED, TEST_SEED = 0, 1  # Different seeds: the splits are independent draws.
 MAX_TRIES = 20  # Candidate placements per object before it is dropped.
@@ -246,7 +247,8 @@ def load_shapes(data_config) -> dict:
     """The `shapes` source: NUM_TRAIN/NUM_TEST scenes at data_config.image_size (64 if 0).
 
     Optional data_config keys: num_train, num_test, max_objects. Besides the source format,
-    returns {train,test}_{boxes,classes,num_objects,masks} (see `generate`).
+    returns {train,test}_{boxes,classes,num_objects,masks} (see `generate`) and
+    mask_class_names.
     """
     size = int(data_config.get("image_size", 0) or 0) or 64
     smallest = math.ceil(4 / _MIN_SIZE)
@@ -256,7 +258,7 @@ def load_shapes(data_config) -> dict:
             "cannot draw its smallest objects recognizably."
         )
     max_objects = int(data_config.get("max_objects", 1))
-    out = {"class_names": CLASS_NAMES}
+    out = {"class_names": CLASS_NAMES, "mask_class_names": MASK_CLASS_NAMES}
     for split, n, seed in (
         ("train", int(data_config.get("num_train", NUM_TRAIN)), TRAIN_SEED),
         ("test", int(data_config.get("num_test", NUM_TEST)), TEST_SEED),

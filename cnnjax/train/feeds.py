@@ -3,18 +3,24 @@
 Both feeds give the step the same examples for the same (seed, epoch, step) and are compiled
 once; the loop only calls `feed.step(state, sums, step)` and `evaluator(state)`.
 
-- `DeviceTrainFeed`: the uint8 training set lives on the devices; one fused jitted function
-  cuts the batch from the epoch's permutation, augments it (pad-crop, flip) and trains.
+- `DeviceTrainFeed`: the uint8 training set (images and the task's targets) lives on the
+  devices; one fused jitted function cuts the batch from the epoch's permutation, augments it
+  jointly with its targets (pad-crop, flip) and trains.
 - `StreamTrainFeed`: records are read, decoded and augmented on the host by grain threads;
-  each process reads its own slice; the jitted function normalizes and trains.
+  each process reads its own slice; the jitted function normalizes and trains. Classification
+  only: other tasks need the dataset in memory (`Task.requires_device_feed`).
+
+What is trained and measured comes from the run's task (`cnnjax.tasks`); without one,
+classification.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import parallel
+from cnnjax import parallel, tasks
 from cnnjax.data import pipeline, streaming, transforms
+from cnnjax.errors import UserError
 from cnnjax.train import metrics, steps
 
 TRAIN_STREAM = 1  # fold_in tag of the training RNG (dropout, on-device augmentation).
@@ -48,48 +54,43 @@ def _mean_pixel(mean) -> np.ndarray:
     return np.round(np.asarray(mean) * 255).astype(np.uint8)
 
 
-def _make_train_step(config, data, freeze_pattern: str = ""):
-    return steps.make_train_step(
-        num_classes=data.num_classes,
-        label_smoothing=float(config.label_smoothing),
-        freeze_pattern=freeze_pattern,
-    )
+def _task(config, data, task):
+    return task if task is not None else tasks.get_task(config, data)
 
 
 class DeviceTrainFeed:
-    def __init__(self, config, data, mesh, state_shardings):
+    def __init__(self, config, data, mesh, state_shardings, task=None):
         self.config, self.data, self.mesh = config, data, mesh
+        self.task = _task(config, data, task)
         self.state_shardings = state_shardings
         self.n = len(data.train_labels)
         self.batch_size = int(config.batch_size)
         self.steps_per_epoch = self.n // self.batch_size
-        self.images = parallel.replicate(data.train_images, mesh)
-        self.labels = parallel.replicate(data.train_labels, mesh)
+        self.arrays = parallel.replicate(data.arrays("train", self.task.target_keys), mesh)
         self._fn = None
         self._perm, self._perm_epoch = None, None
         self.freeze_pattern = ""
 
     def _jitted(self):
-        cfg, bs = self.config, self.batch_size
-        train_step = _make_train_step(cfg, self.data, self.freeze_pattern)
+        cfg, bs, task = self.config, self.batch_size, self.task
+        train_step = steps.make_train_step(task=task, freeze_pattern=self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         batch_sharding = parallel.data_sharded(self.mesh)
         mean, std = self.data.mean, self.data.std
 
-        def fused(state, sums, images, labels, perm, step_in_epoch):
-            x, y = pipeline.take_batch(images, labels, perm, step_in_epoch, bs)
-            x = jax.lax.with_sharding_constraint(x, batch_sharding)
-            y = jax.lax.with_sharding_constraint(y, batch_sharding)
+        def fused(state, sums, arrays, perm, step_in_epoch):
+            batch = pipeline.take_batch(arrays, perm, step_in_epoch, bs)
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
-            x = pipeline.augment(x, aug_rng, cfg.augment, fill=_mean_pixel(mean))
-            x = pipeline.normalize(x, mean, std)
-            state, batch_sums = train_step(state, {"image": x, "label": y}, step_rng)
+            batch = task.augment(batch, aug_rng, fill=_mean_pixel(mean))
+            batch["image"] = pipeline.normalize(batch["image"], mean, std)
+            state, batch_sums = train_step(state, batch, step_rng)
             return state, metrics.add(sums, batch_sums)
 
         repl = parallel.replicated(self.mesh)
         return jax.jit(
             fused,
-            in_shardings=(self.state_shardings, repl, repl, repl, repl, repl),
+            in_shardings=(self.state_shardings, repl, repl, repl, repl),
             out_shardings=(self.state_shardings, repl),
             donate_argnums=(0, 1),
         )
@@ -105,15 +106,13 @@ class DeviceTrainFeed:
         """Compiles the fused step once; `step` then refuses other shapes instead of retracing."""
         self._fn = (
             self._jitted()
-            .lower(state, sums, self.images, self.labels, self._permutation(0), np.int32(0))
+            .lower(state, sums, self.arrays, self._permutation(0), np.int32(0))
             .compile()
         )
 
     def step(self, state, sums, step: int):
         epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-        return self._fn(
-            state, sums, self.images, self.labels, self._permutation(epoch), np.int32(step_in_epoch)
-        )
+        return self._fn(state, sums, self.arrays, self._permutation(epoch), np.int32(step_in_epoch))
 
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
         """The next `compile` builds the step for a new training phase (see loop.Phase)."""
@@ -124,8 +123,9 @@ class DeviceTrainFeed:
 
 
 class StreamTrainFeed:
-    def __init__(self, config, data, mesh, state_shardings):
+    def __init__(self, config, data, mesh, state_shardings, task=None):
         self.config, self.data, self.mesh = config, data, mesh
+        self.task = _task(config, data, task)
         self.state_shardings = state_shardings
         self.batch_size = int(config.batch_size)
         self.stream = streaming.IndexedStream(
@@ -144,7 +144,7 @@ class StreamTrainFeed:
 
     def _jitted(self):
         cfg = self.config
-        train_step = _make_train_step(cfg, self.data, self.freeze_pattern)
+        train_step = steps.make_train_step(task=self.task, freeze_pattern=self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         mean, std = self.data.mean, self.data.std
 
@@ -197,12 +197,13 @@ def _eval_batch_size(config, num_devices: int) -> int:
     return -(-bs // num_devices) * num_devices
 
 
-def _make_batch_sums(data, mesh):
-    eval_step = steps.make_eval_step(num_classes=data.num_classes)
+def _make_batch_sums(data, mesh, task):
+    eval_step = steps.make_eval_step(task=task)
     batch_sharding = parallel.data_sharded(mesh)
 
-    def batch_sums(state, img, lab, m):
-        batch = {"image": pipeline.normalize(img, data.mean, data.std), "label": lab, "mask": m}
+    def batch_sums(state, batch):
+        """batch: uint8 "image", the task's targets and "weight" (0: padding)."""
+        batch = {**batch, "image": pipeline.normalize(batch["image"], data.mean, data.std)}
         batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return eval_step(state, batch)
 
@@ -212,35 +213,36 @@ def _make_batch_sums(data, mesh):
 class DeviceEvaluator:
     """The whole padded test split on device, evaluated by one jitted `lax.scan`."""
 
-    def __init__(self, config, data, mesh, state_shardings):
+    def __init__(self, config, data, mesh, state_shardings, task=None):
+        task = _task(config, data, task)
         bs = _eval_batch_size(config, mesh.devices.size)
-        padded = pipeline.pad_for_eval(data.test_images, data.test_labels, bs)
+        padded = pipeline.pad_for_eval(data.arrays("test", task.target_keys), bs)
         self.arrays = parallel.replicate(padded, mesh)
-        batch_sums = _make_batch_sums(data, mesh)
+        batch_sums = _make_batch_sums(data, mesh, task)
 
-        def evaluate(state, images, labels, mask):
-            first = jax.eval_shape(batch_sums, state, images[0], labels[0], mask[0])
+        def evaluate(state, arrays):
+            first = jax.eval_shape(batch_sums, state, jax.tree.map(lambda a: a[0], arrays))
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)
-            body = lambda sums, xs: (metrics.add(sums, batch_sums(state, *xs)), None)
-            return jax.lax.scan(body, zeros, (images, labels, mask))[0]
+            body = lambda sums, batch: (metrics.add(sums, batch_sums(state, batch)), None)
+            return jax.lax.scan(body, zeros, arrays)[0]
 
         repl = parallel.replicated(mesh)
-        self._jit = jax.jit(evaluate, in_shardings=(repl, repl, repl, repl), out_shardings=repl)
+        self._jit = jax.jit(evaluate, in_shardings=(repl, repl), out_shardings=repl)
         self._fn = None
 
     def compile(self, state) -> None:
-        self._fn = self._jit.lower(_for_eval(state), *self.arrays).compile()
+        self._fn = self._jit.lower(_for_eval(state), self.arrays).compile()
 
     def __call__(self, state) -> dict:
         """Summed metrics over the test split, on the host."""
         fn = self._fn or self._jit
-        return jax.device_get(fn(_for_eval(state), *self.arrays))
+        return jax.device_get(fn(_for_eval(state), self.arrays))
 
 
 class StreamEvaluator:
     """Test batches read and decoded on the host (center crop), padded and masked at the end."""
 
-    def __init__(self, config, data, mesh, state_shardings):
+    def __init__(self, config, data, mesh, state_shardings, task=None):
         self.mesh = mesh
         self.batch_size = _eval_batch_size(config, mesh.devices.size)
         self.source = _test_source(data)
@@ -248,16 +250,14 @@ class StreamEvaluator:
         self.image_shape = data.image_shape
         self.sharding = parallel.data_sharded(mesh)
         self.num_threads = int(config.data.get("num_threads", 16))
-        batch_sums = _make_batch_sums(data, mesh)
+        batch_sums = _make_batch_sums(data, mesh, _task(config, data, task))
         repl = parallel.replicated(mesh)
 
-        def accumulate(sums, state, img, lab, m):
-            return metrics.add(sums, batch_sums(state, img, lab, m))
+        def accumulate(sums, state, batch):
+            return metrics.add(sums, batch_sums(state, batch))
 
         self._batch_sums = jax.jit(
-            batch_sums,
-            in_shardings=(repl, self.sharding, self.sharding, self.sharding),
-            out_shardings=repl,
+            batch_sums, in_shardings=(repl, self.sharding), out_shardings=repl
         )
         self._accumulate = jax.jit(accumulate, out_shardings=repl, donate_argnums=0)
 
@@ -276,9 +276,9 @@ class StreamEvaluator:
         def example(i):
             i = int(i)
             if i < n:
-                return {**self.transform(self.source[i]), "mask": np.float32(1.0)}
+                return {**self.transform(self.source[i]), "weight": np.float32(1.0)}
             blank = np.zeros(self.image_shape, np.uint8)
-            return {"image": blank, "label": np.int32(0), "mask": np.float32(0.0)}
+            return {"image": blank, "label": np.int32(0), "weight": np.float32(0.0)}
 
         ds = grain.MapDataset.source(idx.reshape(-1)).map(example).batch(local)
         yield from ds.to_iter_dataset(
@@ -290,32 +290,38 @@ class StreamEvaluator:
         for host in self._local_batches():
             b = streaming.to_global(host, self.sharding)
             if sums is None:
-                sums = self._batch_sums(state, b["image"], b["label"], b["mask"])
+                sums = self._batch_sums(state, b)
             else:
-                sums = self._accumulate(sums, state, b["image"], b["label"], b["mask"])
+                sums = self._accumulate(sums, state, b)
         return jax.device_get(sums)
 
 
-def make_feeds(config, data, mesh, state_shardings):
+def make_feeds(config, data, mesh, state_shardings, task=None):
     """(train feed, evaluator) for `config.data.feeding`: "device", "stream" or "auto"
-    (on device when the dataset is in memory, streamed otherwise)."""
+    (on device when the dataset is in memory, streamed otherwise). task: the run's
+    `cnnjax.tasks.Task` (default: from `config.task`)."""
+    task = _task(config, data, task)
     mode = config.data.get("feeding", "auto")
     in_memory = data.in_memory
     if mode == "auto":
         mode = "device" if in_memory else "stream"
+    if mode == "stream" and task.requires_device_feed:
+        raise UserError(
+            f"task={task.name!r} trains from the on-device feed only: its targets are "
+            "augmented with the images inside the jitted step. Use --config.data.feeding=device "
+            "(or auto) with a dataset that fits in memory (set --config.data.image_size)."
+        )
     if mode == "device" and not in_memory:
-        from cnnjax.errors import UserError
-
         raise UserError(
             f"{data.name} is streamed from disk; --config.data.feeding=device needs "
             "a dataset that fits in memory. Use feeding=stream or auto."
         )
     if mode == "device":
         return (
-            DeviceTrainFeed(config, data, mesh, state_shardings),
-            DeviceEvaluator(config, data, mesh, state_shardings),
+            DeviceTrainFeed(config, data, mesh, state_shardings, task),
+            DeviceEvaluator(config, data, mesh, state_shardings, task),
         )
     return (
-        StreamTrainFeed(config, data, mesh, state_shardings),
-        StreamEvaluator(config, data, mesh, state_shardings),
+        StreamTrainFeed(config, data, mesh, state_shardings, task),
+        StreamEvaluator(config, data, mesh, state_shardings, task),
     )

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def classification_sums(logits, labels, per_example_loss, mask, num_classes: int) -> dict:
-    """Summed metrics of one batch. mask: float (N,), 1 for real examples, 0 for padding.
+def classification_sums(logits, labels, per_example_loss, weight, num_classes: int) -> dict:
+    """Summed metrics of one batch. weight: float (N,), 1 for real examples, 0 for padding.
 
     Returns scalars `loss_sum`, `correct`, `top5` (when num_classes >= 5), `count` and the
     int32 (num_classes, num_classes) `confusion` matrix (rows: true class, columns: predicted).
@@ -18,16 +18,16 @@ def classification_sums(logits, labels, per_example_loss, mask, num_classes: int
     logits = logits.astype(jnp.float32)
     pred = jnp.argmax(logits, axis=-1)
     sums = {
-        "loss_sum": jnp.sum(per_example_loss * mask),
-        "correct": jnp.sum((pred == labels) * mask),
-        "count": jnp.sum(mask),
+        "loss_sum": jnp.sum(per_example_loss * weight),
+        "correct": jnp.sum((pred == labels) * weight),
+        "count": jnp.sum(weight),
     }
     if num_classes >= 5:
         # True class among the 5 largest logits <=> fewer than 5 logits beat it.
         true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
         rank = jnp.sum(logits > true_logit, axis=-1)
-        sums["top5"] = jnp.sum((rank < 5) * mask)
-    onehot_true = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32) * mask[:, None].astype(
+        sums["top5"] = jnp.sum((rank < 5) * weight)
+    onehot_true = jax.nn.one_hot(labels, num_classes, dtype=jnp.int32) * weight[:, None].astype(
         jnp.int32
     )
     onehot_pred = jax.nn.one_hot(pred, num_classes, dtype=jnp.int32)

@@ -4,11 +4,12 @@ import os
 
 import numpy as np
 
-from cnnjax.train import metrics, writers
+from cnnjax.train import writers
 
 
 def format_report(*, name: str, exp, eval_metrics: dict, n_params: int, elapsed_s: float) -> str:
-    """A plain-text summary: run facts, final test metrics, per-class precision/recall/F1."""
+    """A plain-text summary: run facts, then the task's final test metrics (classification:
+    accuracy and per-class precision/recall/F1)."""
     cfg, data = exp.config, exp.data
     lines = [
         f"experiment      {name}",
@@ -21,21 +22,10 @@ def format_report(*, name: str, exp, eval_metrics: dict, n_params: int, elapsed_
         f"wall time       {elapsed_s:.1f} s (this invocation, compile included)",
         "",
         "final test metrics",
-        f"  loss          {eval_metrics['loss']:.4f}",
-        f"  accuracy      {eval_metrics['accuracy']:.4f}",
     ]
-    if "top5_accuracy" in eval_metrics:
-        lines.append(f"  top-5         {eval_metrics['top5_accuracy']:.4f}")
-    lines.append(f"  macro F1      {eval_metrics['macro_f1']:.4f}")
-    report = metrics.per_class_report(eval_metrics["confusion"])
-    width = max(8, *(len(c) for c in data.class_names))
-    lines += ["", f"  {'class':<{width}}  precision  recall     f1  support"]
-    for i, cname in enumerate(data.class_names):
-        lines.append(
-            f"  {cname:<{width}}  {report['precision'][i]:9.4f}  "
-            f"{report['recall'][i]:6.4f} {report['f1'][i]:6.4f}  "
-            f"{report['support'][i]:7d}"
-        )
+    scalars = {k: v for k, v in eval_metrics.items() if not isinstance(v, np.ndarray)}
+    arrays = {k: v for k, v in eval_metrics.items() if isinstance(v, np.ndarray)}
+    lines += exp.task.report_lines(scalars, arrays)
     return "\n".join(lines) + "\n"
 
 
@@ -53,6 +43,8 @@ def write_run_report(
     curves.training_curves(
         writers.read_events(workdir), title=name, path=os.path.join(plots, "training_curves.png")
     )
+    if "confusion" not in eval_metrics:
+        return
     confusion.confusion_matrix(
         np.asarray(eval_metrics["confusion"]),
         exp.data.class_names,

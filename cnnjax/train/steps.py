@@ -1,25 +1,42 @@
-"""Pure training and evaluation steps for classifiers.
+"""Pure training and evaluation steps for any task (`cnnjax.tasks`).
 
 `train_step(state, batch, rng) -> (state, metrics)` and `eval_step(state, batch) -> sums` are
 plain functions of arrays; the loop jits them once (with donation and shardings).
-batch: {"image": float (B, H, W, C) normalized, "label": int32 (B,), "mask": float (B,) for eval}.
+batch: {"image": float (B, H, W, C) normalized, the task's targets ("label": int32 (B,), ...),
+"weight": float (B,) for eval (0 marks padding)}. Without a task, classification.
 """
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
-from cnnjax.train import losses, metrics
+from cnnjax.tasks import classification
 from cnnjax.train.state import TrainState
 
 
-def make_train_step(*, num_classes: int, label_smoothing: float = 0.0, freeze_pattern: str = ""):
+def make_train_step(
+    *,
+    num_classes: int | None = None,
+    label_smoothing: float = 0.0,
+    freeze_pattern: str = "",
+    task=None,
+):
     """Returns `train_step(state, batch, rng) -> (new_state, metric sums)`.
 
+    task: a `cnnjax.tasks.Task` whose `loss(outputs, batch)` is minimized; None is
+    classification with `num_classes` and `label_smoothing`.
     freeze_pattern: BatchNorm layers whose parameters match it run on their running statistics
     (`cnnjax.train.transfer.frozen_batchnorm`); the optimizer freezes the parameters themselves.
     """
+    if task is not None:
+        task_loss = task.loss
+    else:
+
+        def task_loss(logits, batch):
+            return classification.loss_and_sums(
+                logits, batch["label"], num_classes=num_classes, label_smoothing=label_smoothing
+            )
+
     interceptor = None
     if freeze_pattern:
         from cnnjax.train.transfer import frozen_batchnorm
@@ -38,13 +55,11 @@ def make_train_step(*, num_classes: int, label_smoothing: float = 0.0, freeze_pa
             variables = {"params": params}
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
-            logits, mutated = apply(state, variables, batch["image"], rng)
-            per_example = losses.softmax_cross_entropy(
-                logits, batch["label"], num_classes=num_classes, label_smoothing=label_smoothing
-            )
-            return jnp.mean(per_example), (logits, mutated, per_example)
+            outputs, mutated = apply(state, variables, batch["image"], rng)
+            loss, sums = task_loss(outputs, batch)
+            return loss, (mutated, sums)
 
-        grads, (logits, mutated, per_example) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads, (mutated, sums) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
             step=state.step + 1,
@@ -52,32 +67,28 @@ def make_train_step(*, num_classes: int, label_smoothing: float = 0.0, freeze_pa
             batch_stats=mutated.get("batch_stats", state.batch_stats),
             opt_state=opt_state,
         )
-        pred = jnp.argmax(logits, axis=-1)
-        sums = {
-            "loss_sum": jnp.sum(per_example),
-            "correct": jnp.sum(pred == batch["label"]).astype(jnp.float32),
-            "count": jnp.asarray(per_example.shape[0], jnp.float32),
-        }
         return new_state, sums
 
     return train_step
 
 
-def make_eval_step(*, num_classes: int):
-    """Returns `eval_step(state, batch) -> metric sums` (see `cnnjax.train.metrics`).
-
-    The evaluation loss is the plain cross-entropy (no label smoothing): the test NLL.
+def make_eval_step(*, num_classes: int | None = None, task=None):
+    """Returns `eval_step(state, batch) -> metric sums` of `task.eval_sums` (padding rows have
+    batch["weight"] 0). Without a task, classification (see `cnnjax.train.metrics`): the
+    evaluation loss is the plain cross-entropy (no label smoothing), the test NLL.
     """
 
     def eval_step(state: TrainState, batch: dict):
-        logits = state.apply_fn(state.variables, batch["image"], train=False)
-        per_example = losses.softmax_cross_entropy(logits, batch["label"], num_classes=num_classes)
-        return metrics.classification_sums(
-            logits, batch["label"], per_example, batch["mask"], num_classes
+        outputs = state.apply_fn(state.variables, batch["image"], train=False)
+        if task is not None:
+            return task.eval_sums(outputs, batch)
+        return classification.eval_sums(
+            outputs, batch["label"], batch["weight"], num_classes=num_classes
         )
 
     return eval_step
 
 
 def zero_train_sums() -> dict:
-    return {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "count")}
+    """The classification train sums (a task gives its own: `Task.zero_train_sums`)."""
+    return classification.zero_train_sums()

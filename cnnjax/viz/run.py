@@ -4,7 +4,9 @@ Loads the run's best checkpoint (or fresh weights when there is none, which the 
 title say), predicts the first `viz.max_eval_images` test images, and writes: first-layer
 filters and their weight histograms, feature maps of a sample image, Grad-CAM for several test
 images, the confusion matrix, the training curves (if the run logged any), the classic kernels
-applied to a sample image and the most confident mistakes.
+applied to a sample image and the most confident mistakes. Other tasks (`cnnjax.tasks`) get the
+filters, feature maps, curves and classic kernels, then their own pictures (`Task.pictures`:
+boxes for localization, masks for segmentation).
 """
 
 import os
@@ -59,6 +61,17 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
     plots = os.path.join(workdir, "plots")
     out = {}
 
+    def path(kind):
+        out[kind] = os.path.join(plots, f"{kind}.png")
+        return out[kind]
+
+    if exp.task is not None and exp.task.name != "classification":
+        n = int(vc.max_eval_images)
+        arrays = {k: v[:n] for k, v in data.arrays("test", exp.task.target_keys).items()}
+        _generic_pictures(config, workdir, name, model, variables, data, arrays["image"], tag, path)
+        exp.task.pictures(model, variables, arrays, path, tag)
+        return out
+
     images, labels = _test_sample(
         data, int(vc.max_eval_images), int(config.data.image_size), config.augment
     )
@@ -66,10 +79,6 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
     preds = probs.argmax(axis=-1)
     sample = images[int(vc.sample_index) % len(images)]
     layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
-
-    def path(kind):
-        out[kind] = os.path.join(plots, f"{kind}.png")
-        return out[kind]
 
     filters.conv_filters(
         variables["params"],
@@ -125,3 +134,32 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
         title=tag,
     )
     return out
+
+
+def _generic_pictures(config, workdir, name, model, variables, data, images, tag, path) -> None:
+    """The pictures that need no class prediction: filters, feature maps, curves, kernels."""
+    vc = config.viz
+    sample = images[int(vc.sample_index) % len(images)]
+    layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
+    filters.conv_filters(
+        variables["params"],
+        vc.filter_layer or "auto",
+        path=path("filters"),
+        title=f"{tag}: first-layer filters",
+    )
+    filters.weight_histograms(
+        variables["params"], vc.filter_layer or "auto", path=path("filter_histograms"), title=tag
+    )
+    feature_maps.feature_maps(
+        model, variables, sample, data.mean, data.std, layers, path=path("feature_maps"), title=tag
+    )
+    events = writers.read_events(workdir)
+    if events:
+        curves.training_curves(
+            events, title=name or config.model.name, path=path("training_curves")
+        )
+    kernels_demo.classic_kernels(
+        sample,
+        path=path("classic_kernels"),
+        title=f"classic kernels on test image {int(vc.sample_index)}",
+    )

@@ -23,9 +23,9 @@ def test_take_batch_slices_the_permutation():
     images = jnp.arange(10)[:, None, None, None] * jnp.ones((10, 2, 2, 1))
     labels = jnp.arange(10)
     perm = jnp.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], jnp.int32)
-    x, y = pipeline.take_batch(images, labels, perm, jnp.int32(1), 3)
-    np.testing.assert_array_equal(y, [6, 5, 4])
-    np.testing.assert_array_equal(x[:, 0, 0, 0], [6, 5, 4])
+    batch = pipeline.take_batch({"image": images, "label": labels}, perm, jnp.int32(1), 3)
+    np.testing.assert_array_equal(batch["label"], [6, 5, 4])
+    np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], [6, 5, 4])
 
 
 @pytest.mark.parametrize("mode", ["constant", "reflect"])
@@ -58,11 +58,12 @@ def test_flip_is_a_mirror_and_deterministic():
     np.testing.assert_array_equal(out, pipeline.random_flip(images, jax.random.key(1)))
 
 
-def test_pad_for_eval_masks_padding():
+def test_pad_for_eval_weights_padding():
     images = np.arange(5)[:, None, None, None].astype(np.uint8)
-    imgs, labels, mask = pipeline.pad_for_eval(images, np.arange(5), 2)
-    assert imgs.shape == (3, 2, 1, 1, 1)
-    np.testing.assert_array_equal(mask, [[1, 1], [1, 1], [1, 0]])
+    padded = pipeline.pad_for_eval({"image": images, "label": np.arange(5)}, 2)
+    assert padded["image"].shape == (3, 2, 1, 1, 1)
+    np.testing.assert_array_equal(padded["label"], [[0, 1], [2, 3], [4, 0]])
+    np.testing.assert_array_equal(padded["weight"], [[1, 1], [1, 1], [1, 0]])
 
 
 def test_cutout_paints_one_clipped_square_per_image():

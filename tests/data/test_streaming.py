@@ -28,9 +28,10 @@ def test_same_examples_as_on_device_for_each_seed_epoch_step():
         step, batch = next(batches)
         epoch, in_epoch = divmod(step, stream.steps_per_epoch)
         perm = pipeline.epoch_permutation(np.int32(3), epoch, N)
-        x, y = pipeline.take_batch(jnp.asarray(images), jnp.arange(N), perm, in_epoch, 8)
-        np.testing.assert_array_equal(batch["label"], np.asarray(y))
-        np.testing.assert_array_equal(batch["image"], np.asarray(x))
+        arrays = {"image": jnp.asarray(images), "label": jnp.arange(N)}
+        want = pipeline.take_batch(arrays, perm, in_epoch, 8)
+        np.testing.assert_array_equal(batch["label"], np.asarray(want["label"]))
+        np.testing.assert_array_equal(batch["image"], np.asarray(want["image"]))
 
 
 def test_processes_read_disjoint_slices_of_the_global_batch():
@@ -94,4 +95,4 @@ def test_host_pad_crop_equals_pad_then_crop():
             out = transforms.pad_crop(image, np.random.default_rng(seed), 3, mode)
             dy, dx = np.random.default_rng(seed).integers(0, 7, size=2)
             padded = np.pad(image, ((3, 3), (3, 3), (0, 0)), mode=mode)
-            np.testing.assert_array_equal(out, padded[dy:dy + 9, dx:dx + 7])
+            np.testing.assert_array_equal(out, padded[dy : dy + 9, dx : dx + 7])

@@ -16,9 +16,9 @@ def test_classification_sums_by_hand():
         ]
     )
     labels = jnp.array([0, 1, 0, 3])
-    mask = jnp.array([1.0, 1.0, 1.0, 0.0])
+    weight = jnp.array([1.0, 1.0, 1.0, 0.0])
     per_example = jnp.array([0.5, 1.0, 2.0, 100.0])
-    s = metrics.classification_sums(logits, labels, per_example, mask, num_classes=6)
+    s = metrics.classification_sums(logits, labels, per_example, weight, num_classes=6)
     assert float(s["loss_sum"]) == 3.5
     assert float(s["correct"]) == 1.0
     assert float(s["top5"]) == 2.0

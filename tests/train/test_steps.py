@@ -57,7 +57,7 @@ def test_batch_stats_change_only_in_training():
     assert all(jax.tree.leaves(moved)), "training must update the running statistics"
 
     eval_step = jax.jit(steps.make_eval_step(num_classes=3))
-    eval_step(new_state, {**batch, "mask": jnp.ones(16)})
+    eval_step(new_state, {**batch, "weight": jnp.ones(16)})
     after_eval = jax.tree.map(np.asarray, new_state.batch_stats)
     jax.tree.map(
         np.testing.assert_array_equal, after_eval, jax.tree.map(np.asarray, new_state.batch_stats)
@@ -86,11 +86,13 @@ def test_eval_is_exact_over_a_padded_last_batch():
     eval_step = jax.jit(steps.make_eval_step(num_classes=10))
 
     def run(batch_size):
-        imgs, labs, mask = pipeline.pad_for_eval(images, labels, batch_size)
+        padded = pipeline.pad_for_eval({"image": images, "label": labels}, batch_size)
         total = None
-        for i in range(len(imgs)):
-            x = pipeline.normalize(imgs[i], np.zeros(1), np.ones(1))
-            s = eval_step(state, {"image": x, "label": labs[i], "mask": mask[i]})
+        for i in range(len(padded["image"])):
+            x = pipeline.normalize(padded["image"][i], np.zeros(1), np.ones(1))
+            s = eval_step(
+                state, {"image": x, "label": padded["label"][i], "weight": padded["weight"][i]}
+            )
             total = s if total is None else metrics.add(total, s)
         return metrics.summarize(total), np.asarray(total["confusion"])
 

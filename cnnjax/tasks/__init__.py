@@ -1,0 +1,32 @@
+"""Tasks beyond classification: the trainer asks the run's task for targets, model, loss and
+metrics. `config.task` picks one of `TASKS`; the contract is in `cnnjax.tasks.base`.
+
+- "classification" (default): one label per image.
+- "localization": one label and one box per image (class head + sigmoid box head).
+- "segmentation": a class per pixel (FCN), confusion-matrix mIoU.
+"""
+
+from cnnjax.errors import UserError, did_you_mean
+from cnnjax.tasks.base import Task
+from cnnjax.tasks.classification import Classification
+from cnnjax.tasks.localization import Localization
+from cnnjax.tasks.segmentation import Segmentation
+
+TASKS: dict[str, type[Task]] = {
+    "classification": Classification,
+    "localization": Localization,
+    "segmentation": Segmentation,
+}
+
+
+def get_task(config, data) -> Task:
+    """The task of `config.task` ("classification" when the key is absent) for `data`."""
+    name = str(config.get("task", "classification"))
+    if name not in TASKS:
+        raise UserError(
+            f"Unknown task {name!r}.{did_you_mean(name, TASKS)} Tasks: {', '.join(TASKS)}."
+        )
+    return TASKS[name](config, data)
+
+
+__all__ = ["TASKS", "Task", "get_task"]
