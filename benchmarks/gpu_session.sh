@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every GPU measurement of benchmarks/RESULTS.md in one device call, each under its own time
+# limit, so one stuck command cannot eat the session's device time.
+#
+# On the dev box, first:
+#   ../shared/tools/device-wheels .venv/bin/python     # then copy the needed wheels to .whl-gpu
+#   python benchmarks/pack_folder.py pack /path/to/CIFAR-10-images .data/cifar10_jpeg.npz
+# Then, as the device command (carry .whl-gpu and .data):
+#   bash benchmarks/gpu_session.sh
+# It writes everything under $OUT (or ./gpu_out): logs, metrics.jsonl of both end-to-end runs.
+set -u
+OUT=${OUT:-gpu_out}
+mkdir -p "$OUT"
+if [ -d .whl-gpu ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl-gpu/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+quiet() { grep -vE "cuda_timer|Delay kernel"; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__)" | tee -a "$OUT/device.txt"
+
+data=/tmp/cifar10
+if [ -f .data/cifar10_jpeg.npz ] && [ ! -d $data/train ]; then
+  python3 benchmarks/pack_folder.py unpack .data/cifar10_jpeg.npz $data &
+fi
+
+echo "== train step, cnnjax" | tee -a "$OUT/summary.txt"
+timeout 150 python3 launch.py --experiment=resnet18_cifar --mode=benchmark --compilation_cache=off \
+  --config.data.name=synthetic --config.benchmark.steps=100 2>&1 | quiet | tail -9 | tee -a "$OUT/summary.txt"
+
+echo "== train step, PyTorch eager and torch.compile" | tee -a "$OUT/summary.txt"
+timeout 200 python3 benchmarks/torch_reference.py --batch=512 --steps=100 2>&1 | grep '^{' | tee -a "$OUT/summary.txt"
+wait
+
+if [ -d $data/train ]; then
+  rm -rf /tmp/xla_cache
+  for run in cold warm; do
+    # cold: empty compilation cache, images decoded from JPEG; warm: both caches filled.
+    echo "== end to end, $run" | tee -a "$OUT/summary.txt"
+    rm -rf /tmp/r18
+    /usr/bin/time -f "WALL %e s" timeout 240 python3 launch.py --experiment=resnet18_cifar \
+      --workdir=/tmp/r18 --config.data.name=folder:$data --compilation_cache=/tmp/xla_cache \
+      > "$OUT/e2e_$run.log" 2>&1
+    quiet < "$OUT/e2e_$run.log" | grep -E "compiled in|^done|WALL" | tee -a "$OUT/summary.txt"
+    cp /tmp/r18/metrics.jsonl "$OUT/metrics_$run.jsonl" 2>/dev/null
+  done
+fi
