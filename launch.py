@@ -195,6 +195,10 @@ def run(argv) -> int:
         if not FLAGS.workdir:
             raise UserError("--mode=eval needs the run to evaluate: pass --workdir=RUN_DIR.")
         result = loop.evaluate_checkpoint(config, FLAGS.workdir)
+        if "accuracy" not in result or "macro_f1" not in result:  # Tasks other than classes.
+            scalars = [f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)]
+            print(f"{name} @ step {result['step']}: test {', '.join(scalars)}")
+            return 0
         print(
             f"{name} @ step {result['step']}: test loss {result['loss']:.4f}, accuracy "
             f"{result['accuracy']:.4f}"
@@ -207,9 +211,9 @@ def run(argv) -> int:
     print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
     outcome = loop.train_and_evaluate(config, workdir, experiment_name=name)
     if outcome.status == "completed" and outcome.eval_metrics:
-        m = outcome.eval_metrics
+        m, metric = outcome.eval_metrics, config.best_metric
         print(
-            f"done: test accuracy {m['accuracy']:.4f}, loss {m['loss']:.4f} after "
+            f"done: test {metric} {m[metric]:.4f}, loss {m['loss']:.4f} after "
             f"{outcome.step:,} steps; outputs in {workdir}",
             flush=True,
         )

@@ -5,6 +5,7 @@ from types import ModuleType
 
 from experiments import (
     cnn_fashion_mnist,
+    detect_shapes,
     lenet_mnist,
     quickstart,
     resnet18_cifar,
@@ -25,6 +26,7 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "vgg16_cifar": vgg16_cifar,
     "resnet18_cifar": resnet18_cifar,
     "resnet50_imagenet": resnet50_imagenet,
+    "detect_shapes": detect_shapes,
 }
 
 

@@ -100,6 +100,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.segmentation.ignore_label = 255  # Mask value left out of loss and metrics.
     c.segmentation.class_weights = ()  # Per-class loss weights, one per class; () = all 1.
 
+    # task="detection" (cnnjax/tasks/detection.py): per grid cell objectness BCE + class CE +
+    # L1 on (centre offsets, log sizes), per image / its number of objects; NMS; VOC mAP.
+    c.detection = ml_collections.ConfigDict()
+    c.detection.objectness_weight = 1.0
+    c.detection.class_weight = 1.0
+    c.detection.box_weight = 5.0
+    c.detection.nms_iou_threshold = 0.5  # NMS removes boxes overlapping a kept one by more.
+    c.detection.score_threshold = 0.01  # Detections at or below this score are dropped.
+    c.detection.max_detections = 20  # Per image, after NMS (fixed size: jittable).
+    c.detection.class_agnostic_nms = False  # False: boxes of different classes never compete.
+    c.detection.map_iou_threshold = 0.5  # IoU for a true positive (mAP@0.5).
+
     c.viz = ml_collections.ConfigDict()  # --mode=visualize
     c.viz.layers = (
         ""  # Feature-map layers, comma-separated module paths ("" = last conv per block).

@@ -36,7 +36,8 @@ SHARED_TFDS = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
 
 
 def test_every_experiment_is_tested():
-    assert set(experiments.EXPERIMENTS) == {"quickstart", *TFDS_EXPERIMENTS}
+    # detect_shapes: tests/test_detect_shapes.py (through launch.py).
+    assert set(experiments.EXPERIMENTS) == {"quickstart", "detect_shapes", *TFDS_EXPERIMENTS}
 
 
 @pytest.mark.parametrize("name", sorted(TFDS_EXPERIMENTS))

@@ -118,6 +118,7 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
         "training_curves",
         "classic_kernels",
         "mistakes",
+        "score_grid",  # LeNet-5 convolutionalized over 3x3 test digits.
     )
     for kind in kinds:
         png = workdir / "plots" / f"{kind}.png"

@@ -46,7 +46,8 @@ class Dataset:
 
     def arrays(self, split: str, keys=("label",)) -> dict[str, np.ndarray]:
         """{"image": ..., key: ...} of an in-memory split ("train" or "test"): what the
-        on-device feeds upload. keys: "label" and/or names of `train_targets`."""
+        on-device feeds upload. keys: "label", "index" (0..N-1, for per-example eval results)
+        and/or names of `train_targets`."""
         images, labels, targets = (
             (self.train_images, self.train_labels, self.train_targets)
             if split == "train"
@@ -54,7 +55,10 @@ class Dataset:
         )
         out = {"image": images}
         for key in keys:
-            out[key] = labels if key == "label" else targets[key]
+            if key == "index":  # Each example's position in the split (int32 (N,)).
+                out[key] = np.arange(len(images), dtype=np.int32)
+            else:
+                out[key] = labels if key == "label" else targets[key]
         return out
 
     @property

@@ -80,7 +80,3 @@ class GridDetector(nn.Module):
             name="head",
         )(x)
         return out.astype(jnp.float32)
-
-
-def grid_detector(num_classes: int, **kwargs) -> GridDetector:
-    return GridDetector(num_classes=num_classes, **kwargs)

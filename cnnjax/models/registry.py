@@ -54,7 +54,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn16s": fcn.fcn16s,
     "fcn8s": fcn.fcn8s,
     # Single-shot detection: (N, H, W, 3) -> (N, H // 8, W // 8, 5 + num_classes) per cell.
-    "grid_detector": detector.grid_detector,
+    "grid_detector": detector.GridDetector,
 }
 
 

@@ -4,11 +4,13 @@ metrics. `config.task` picks one of `TASKS`; the contract is in `cnnjax.tasks.ba
 - "classification" (default): one label per image.
 - "localization": one label and one box per image (class head + sigmoid box head).
 - "segmentation": a class per pixel (FCN), confusion-matrix mIoU.
+- "detection": several objects per image, single-shot grid detector, NMS, VOC mAP@0.5.
 """
 
 from cnnjax.errors import UserError, did_you_mean
 from cnnjax.tasks.base import Task
 from cnnjax.tasks.classification import Classification
+from cnnjax.tasks.detection import Detection
 from cnnjax.tasks.localization import Localization
 from cnnjax.tasks.segmentation import Segmentation
 
@@ -16,6 +18,7 @@ TASKS: dict[str, type[Task]] = {
     "classification": Classification,
     "localization": Localization,
     "segmentation": Segmentation,
+    "detection": Detection,
 }
 
 

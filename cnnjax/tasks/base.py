@@ -69,7 +69,11 @@ class Task:
                 f"task={self.name!r} needs the dataset in memory ({data.name} is streamed); "
                 "set --config.data.image_size to a size that fits, or use task=classification."
             )
-        missing = [k for k in self.target_keys if k != "label" and k not in data.train_targets]
+        missing = [
+            k
+            for k in self.target_keys
+            if k not in ("label", "index") and k not in data.train_targets
+        ]
         if missing:
             have = ", ".join(["label", *sorted(data.train_targets)])
             raise UserError(

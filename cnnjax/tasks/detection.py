@@ -1,4 +1,5 @@
-"""Single-shot detection on a grid (YOLO-style cell offsets, no anchors): targets, loss, decoding.
+"""Single-shot detection on a grid (YOLO-style cell offsets, no anchors): targets, loss, decoding,
+and the `Detection` task (`config.task = "detection"`) that trains and evaluates it.
 
 Every function here is pure jax.numpy on fixed shapes (jittable, vmappable) except the mAP
 evaluation, which runs in NumPy on the host over ragged per-image lists.
@@ -20,7 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax import models
+from cnnjax.errors import UserError
 from cnnjax.ops import boxes as box_ops
+from cnnjax.tasks.base import Task, model_kwargs, safe_div
 
 _MIN_SIZE = 1e-3  # Floor of a box side before the log: padding boxes are all zeros.
 
@@ -206,3 +210,194 @@ def mean_average_precision(
         per_image_det, per_image_gt, num_classes, iou_threshold
     )
     return result, per_class
+
+
+# ---------------------------------------------------------------------------------------------
+# The task (`config.task = "detection"`, `cnnjax.tasks.base` contract).
+
+_LOSS_PARTS = ("objectness", "classes", "box")
+_TRAIN_KEYS = ("loss_sum", "objectness_sum", "classes_sum", "box_sum", "correct", "positives")
+
+
+def _settings(config) -> dict:
+    dc = config.detection
+    return {
+        "loss": {
+            "objectness_weight": float(dc.objectness_weight),
+            "class_weight": float(dc.class_weight),
+            "box_weight": float(dc.box_weight),
+        },
+        "nms": {
+            "iou_threshold": float(dc.nms_iou_threshold),
+            "score_threshold": float(dc.score_threshold),
+            "max_detections": int(dc.max_detections),
+            "class_agnostic": bool(dc.class_agnostic_nms),
+        },
+        "map_iou": float(dc.map_iou_threshold),
+    }
+
+
+def _class_correct(predictions, boxes, classes):
+    """Per image (B,): correct class arg-maxes at the cells holding an object, and those cells."""
+    targets = encode_batch(boxes, classes, predictions.shape[1])
+    pred = jnp.argmax(predictions[..., 5:], axis=-1)
+    positive = targets["objectness"]
+    return jnp.sum((pred == targets["classes"]) * positive, (1, 2)), jnp.sum(positive, (1, 2))
+
+
+class Detection(Task):
+    """Targets: "boxes", "classes" (padded with -1) and "index" (the example's position in its
+    split, which lets `eval_sums` place each image's detections so that summing batches gives
+    every test image's detections exactly). Config: `detection.*` (experiments/base.py).
+
+    Model: the registered `config.model.name` (default "grid_detector") with raw per-cell
+    outputs (B, G, G, 5 + classes). Train metrics: loss and its parts, and `class_accuracy`
+    (the class arg-max at the cells that hold an object). Eval: the same losses, `map50`
+    (VOC all-point mAP at `detection.map_iou_threshold`, 0.5) and per-class `ap50_<name>`.
+    """
+
+    name = "detection"
+    target_keys = ("boxes", "classes", "index")
+    progress_metric = "class_accuracy"
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        self.require_targets()
+        self.settings = _settings(config)
+        if self.settings["nms"]["max_detections"] < 1:
+            raise UserError("detection.max_detections must be >= 1.")
+
+    def build_model(self, dtype):
+        name = self.config.model.name
+        return models.get_model(
+            name, num_classes=self.data.num_classes, dtype=dtype, **model_kwargs(self.config)
+        )
+
+    def loss(self, outputs, batch):
+        per_image, parts = detection_loss(
+            outputs, batch["boxes"], batch["classes"], **self.settings["loss"]
+        )
+        correct, positives = _class_correct(
+            jax.lax.stop_gradient(outputs), batch["boxes"], batch["classes"]
+        )
+        sums = {
+            "loss_sum": jnp.sum(per_image),
+            **{f"{k}_sum": jnp.sum(parts[k]) for k in _LOSS_PARTS},
+            "correct": jnp.sum(correct),
+            "positives": jnp.sum(positives),
+            "count": jnp.asarray(per_image.shape[0], jnp.float32),
+        }
+        return jnp.mean(per_image), sums
+
+    def zero_train_sums(self):
+        return {k: jnp.zeros((), jnp.float32) for k in (*_TRAIN_KEYS, "count")}
+
+    def train_metrics(self, host_sums):
+        count = max(float(host_sums["count"]), 1.0)
+        out = {"loss": float(host_sums["loss_sum"]) / count}
+        out.update({f"{k}_loss": float(host_sums[f"{k}_sum"]) / count for k in _LOSS_PARTS})
+        out["class_accuracy"] = safe_div(host_sums["correct"], host_sums["positives"])
+        return out
+
+    def eval_sums(self, outputs, batch):
+        weight = batch["weight"].astype(jnp.float32)
+        per_image, parts = detection_loss(
+            outputs, batch["boxes"], batch["classes"], **self.settings["loss"]
+        )
+        correct, positives = _class_correct(outputs, batch["boxes"], batch["classes"])
+        det = detect(outputs, **self.settings["nms"])
+        # Scatter-add each image's fixed-size detections into its row of a (num_test, M, ...)
+        # array: padding rows add zeros, so the sum over batches is every image's detections.
+        n, index = self.data.num_test, batch["index"]
+
+        def place(values):
+            values = values.astype(jnp.float32)
+            w = weight.reshape((-1,) + (1,) * (values.ndim - 1))
+            return jnp.zeros((n, *values.shape[1:]), jnp.float32).at[index].add(values * w)
+
+        return {
+            "loss_sum": jnp.sum(per_image * weight),
+            **{f"{k}_sum": jnp.sum(parts[k] * weight) for k in _LOSS_PARTS},
+            "correct": jnp.sum(correct * weight),
+            "positives": jnp.sum(positives * weight),
+            "count": jnp.sum(weight),
+            "det_boxes": place(det["boxes"]),
+            "det_scores": place(det["scores"]),
+            "det_classes": place(det["classes"] + 1),  # 0: empty slot.
+        }
+
+    def finalize(self, sums):
+        sums = jax.device_get(sums)
+        count = float(sums["count"])
+        detections = {
+            "boxes": np.asarray(sums["det_boxes"]),
+            "scores": np.asarray(sums["det_scores"]),
+            "classes": np.rint(sums["det_classes"]).astype(np.int32) - 1,
+        }
+        detections["valid"] = detections["classes"] >= 0
+        truth = self.data.test_targets
+        map50, per_class = mean_average_precision(
+            detections,
+            truth["boxes"],
+            truth["classes"],
+            self.data.num_classes,
+            self.settings["map_iou"],
+        )
+        scalars = {
+            "loss": safe_div(sums["loss_sum"], count),
+            **{f"{k}_loss": safe_div(sums[f"{k}_sum"], count) for k in _LOSS_PARTS},
+            "class_accuracy": safe_div(sums["correct"], sums["positives"]),
+            "map50": float(map50),
+            **{
+                f"ap50_{name}": float(ap)
+                for name, ap in zip(self.data.class_names, per_class, strict=True)
+            },
+            "detections_per_image": float(detections["valid"].sum()) / max(count, 1.0),
+            "num_examples": int(count),
+        }
+        return scalars, {"per_class_ap": per_class, **detections}
+
+    def eval_line(self, scalars):
+        return (
+            f"loss={scalars['loss']:.4f} map50={scalars['map50']:.4f} "
+            f"class_accuracy={scalars['class_accuracy']:.4f}"
+        )
+
+    def report_lines(self, scalars, arrays):
+        lines = [
+            f"  loss          {scalars['loss']:.4f} (objectness {scalars['objectness_loss']:.4f}, "
+            f"classes {scalars['classes_loss']:.4f}, box {scalars['box_loss']:.4f})",
+            f"  {'mAP@' + format(self.settings['map_iou'], 'g'):<14}{scalars['map50']:.4f} "
+            "(VOC all-point)",
+            f"  class acc.    {scalars['class_accuracy']:.4f} (at cells holding an object)",
+            "",
+            "  class         AP",
+        ]
+        for name, ap in zip(self.data.class_names, arrays["per_class_ap"], strict=True):
+            lines.append(f"  {name:<12}  {ap:.4f}")
+        return lines
+
+    def pictures(self, model, variables, sample, path, tag):
+        from cnnjax.viz import detections as viz_detections
+
+        n = int(self.config.viz.num_images)
+        images = sample["image"][:n]
+        x = (images.astype(np.float32) / 255.0 - self.data.mean) / self.data.std
+        nms = self.settings["nms"]
+
+        @jax.jit
+        def run(variables, x):
+            before = decode(model.apply(variables, x, train=False))
+            return before, postprocess(before, **nms)
+
+        before, after = jax.device_get(run(variables, x))
+        viz_detections.detections_figure(
+            images,
+            before,
+            after,
+            self.data.class_names,
+            truth_boxes=sample["boxes"][:n],
+            truth_classes=sample["classes"][:n],
+            path=path("detections"),
+            title=f"{tag}: every cell's box, then the boxes NMS keeps (dashed: truth)",
+        )

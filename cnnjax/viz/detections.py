@@ -12,8 +12,14 @@ from matplotlib.patches import Rectangle
 
 from cnnjax.viz import _figure, _tiles
 
-# A fixed palette (Okabe-Ito, colour-blind safe): class i always gets PALETTE[i % len].
-PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#F0E442", "#0072B2", "#D55E00")
+# A fixed palette: matplotlib's tab10, then tab20's lighter shades; class i always gets
+# PALETTE[i % 20], whatever the picture, so a class keeps its colour across pictures.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
 
 
 def class_color(index: int) -> str:

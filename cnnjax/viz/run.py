@@ -4,9 +4,11 @@ Loads the run's best checkpoint (or fresh weights when there is none, which the 
 title say), predicts the first `viz.max_eval_images` test images, and writes: first-layer
 filters and their weight histograms, feature maps of a sample image, Grad-CAM for several test
 images, the confusion matrix, the training curves (if the run logged any), the classic kernels
-applied to a sample image and the most confident mistakes. Other tasks (`cnnjax.tasks`) get the
-filters, feature maps, curves and classic kernels, then their own pictures (`Task.pictures`:
-boxes for localization, masks for segmentation).
+applied to a sample image, the most confident mistakes and, for classifiers that
+`cnnjax.models.convolutionalize` supports, the score grid of the convolutionalized classifier
+over a larger canvas of test images. Other tasks (`cnnjax.tasks`) get the filters, feature maps,
+curves and classic kernels, then their own pictures (`Task.pictures`: boxes for localization,
+masks for segmentation, detections before and after NMS for detection).
 """
 
 import os
@@ -15,6 +17,7 @@ import jax
 import numpy as np
 
 from cnnjax.data import transforms
+from cnnjax.errors import UserError
 from cnnjax.train import loop, writers
 from cnnjax.viz import (
     confusion,
@@ -24,6 +27,7 @@ from cnnjax.viz import (
     gradcam,
     kernels_demo,
     mistakes,
+    score_grid,
 )
 
 
@@ -133,7 +137,36 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
         path=path("mistakes"),
         title=tag,
     )
+    _score_grid_picture(model, variables, images, labels, data, path, tag)
     return out
+
+
+def _score_grid_picture(model, variables, images, labels, data, path, tag) -> None:
+    """The classifier convolutionalized and slid over a canvas of 3x3 test images (2x2 above
+    64 px): its class scores per window as heat maps. Families `convolutionalize` does not
+    support are skipped with a note."""
+    side = 3 if images.shape[1] <= 64 else 2
+    if len(images) < side * side:
+        return
+    canvas = score_grid.tile_canvas(images, side, side)
+    try:
+        probs, stride = score_grid.score_grid(
+            model, variables, canvas, data.mean, data.std, images.shape[1:]
+        )
+    except UserError as e:
+        print(f"note: no score-grid picture: {e}", flush=True)
+        return
+    shown = list(dict.fromkeys(np.asarray(labels[: side * side]).tolist()))[:4]
+    score_grid.score_grid_figure(
+        canvas,
+        probs,
+        data.class_names,
+        window=tuple(images.shape[1:3]),
+        stride=stride,
+        classes=shown,
+        path=path("score_grid"),
+        title=f"{tag}: convolutionalized on {side}x{side} test images",
+    )
 
 
 def _generic_pictures(config, workdir, name, model, variables, data, images, tag, path) -> None:
