@@ -1,7 +1,7 @@
 """Single-shot detection on a grid (YOLO-style cell offsets, no anchors): targets, loss, decoding,
 and the `Detection` task (`config.task = "detection"`) that trains and evaluates it.
 
-Every function here is pure jax.numpy on fixed shapes (jittable, vmappable) except the mAP
+The functions are pure jax.numpy on fixed shapes (jittable, vmappable), except the mAP
 evaluation, which runs in NumPy on the host over ragged per-image lists.
 
 Conventions:
