@@ -6,7 +6,10 @@ from types import ModuleType
 from experiments import (
     cnn_fashion_mnist,
     detect_shapes,
+    fcn8s_pets,
+    fcn8s_shapes,
     lenet_mnist,
+    localize_shapes,
     quickstart,
     resnet18_cifar,
     resnet50_imagenet,
@@ -27,6 +30,9 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "resnet18_cifar": resnet18_cifar,
     "resnet50_imagenet": resnet50_imagenet,
     "detect_shapes": detect_shapes,
+    "localize_shapes": localize_shapes,
+    "fcn8s_shapes": fcn8s_shapes,
+    "fcn8s_pets": fcn8s_pets,
 }
 
 

@@ -33,11 +33,18 @@ TFDS_EXPERIMENTS = {
     "resnet50_imagenet": [("data.image_size", "32")],
 }
 SHARED_TFDS = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
+# Tested in tests/test_task_experiments.py (shapes through launch.py, pets under mock data).
+TASK_EXPERIMENTS = ("localize_shapes", "fcn8s_shapes", "fcn8s_pets")
 
 
 def test_every_experiment_is_tested():
     # detect_shapes: tests/test_detect_shapes.py (through launch.py).
-    assert set(experiments.EXPERIMENTS) == {"quickstart", "detect_shapes", *TFDS_EXPERIMENTS}
+    assert set(experiments.EXPERIMENTS) == {
+        "quickstart",
+        "detect_shapes",
+        *TASK_EXPERIMENTS,
+        *TFDS_EXPERIMENTS,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(TFDS_EXPERIMENTS))

@@ -22,6 +22,13 @@ from cnnjax.errors import UserError, did_you_mean
 _RANDOM_ACCESS_FORMATS = ("array_record", "parquet")
 # Examples one reader thread decodes per task: big enough to amortize the pool's overhead.
 _CHUNK = 256
+# Datasets with a segmentation mask: name -> (mask feature, its value of class 0, class names).
+# Feature names from tensorflow_datasets/datasets/oxford_iiit_pet/*_builder.py; its trimaps
+# are 1 pet, 2 background, 3 border (the dataset's README). Other values become IGNORE_LABEL.
+SEGMENTATION_MASKS = {
+    "oxford_iiit_pet": ("segmentation_mask", 1, ("pet", "background", "border")),
+}
+IGNORE_LABEL = 255
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
@@ -176,8 +183,11 @@ def read_examples(
     *,
     image_size: int = 0,
     num_threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes every example of `source` into uint8 images (N, H, W, C) and int32 labels (N,).
+    mask: tuple | None = None,
+) -> tuple[np.ndarray, ...]:
+    """Decodes every example of `source` into uint8 images (N, H, W, C) and int32 labels (N,),
+    and with `mask` = (feature, value of class 0, class names) also uint8 masks (N, H, W)
+    (values shifted to 0.., anything else IGNORE_LABEL; resized by nearest neighbour).
 
     Chunks of indices go to a thread pool; decoding (PIL/OpenCV) releases the GIL, which pays
     off for large JPEGs. Per-index reads are used rather than `__getitems__`: locally they are
@@ -187,8 +197,8 @@ def read_examples(
     n = len(source)
     num_threads = num_threads or min(16, os.cpu_count() or 1)
 
-    def read_chunk(indices: range) -> tuple[list[np.ndarray], list[int]]:
-        images, labels = [], []
+    def read_chunk(indices: range) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+        images, labels, masks = [], [], []
         for i in indices:
             example = source[i]
             image = np.asarray(example[image_key])
@@ -198,7 +208,9 @@ def read_examples(
                 image = _resize(image, image_size)
             images.append(image)
             labels.append(int(example[label_key]))
-        return images, labels
+            if mask is not None:
+                masks.append(_mask(example[mask[0]], image.shape[:2], mask[1], len(mask[2])))
+        return images, labels, masks
 
     chunks = [range(start, min(start + _CHUNK, n)) for start in range(0, n, _CHUNK)]
     if len(chunks) == 1 or num_threads == 1:
@@ -206,8 +218,8 @@ def read_examples(
     else:
         with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
             results = list(pool.map(read_chunk, chunks))
-    images = [image for chunk_images, _ in results for image in chunk_images]
-    labels = np.fromiter((label for _, ls in results for label in ls), np.int32, count=n)
+    images = [image for chunk_images, _, _ in results for image in chunk_images]
+    labels = np.fromiter((label for _, ls, _ in results for label in ls), np.int32, count=n)
 
     first = images[0].shape
     for i, image in enumerate(images):
@@ -216,7 +228,24 @@ def read_examples(
                 f"Images differ in shape (example 0: {first}, example {i}: {image.shape}); "
                 "pick one size with --config.data.image_size=N."
             )
-    return np.stack(images).astype(np.uint8, copy=False), labels
+    images = np.stack(images).astype(np.uint8, copy=False)
+    if mask is None:
+        return images, labels
+    return images, labels, np.stack([m for _, _, ms in results for m in ms])
+
+
+def _mask(value, hw, first: int, num_classes: int) -> np.ndarray:
+    """A decoded mask feature (H, W[, 1]) as uint8 class indices (hw), nearest-resized; values
+    outside [first, first + num_classes) become IGNORE_LABEL."""
+    from PIL import Image
+
+    m = np.asarray(value)
+    if m.ndim == 3:
+        m = m[..., 0]
+    if m.shape != tuple(hw):
+        m = np.asarray(Image.fromarray(m).resize(hw[::-1], Image.Resampling.NEAREST))
+    m = m.astype(np.int64) - first
+    return np.where((m >= 0) & (m < num_classes), m, IGNORE_LABEL).astype(np.uint8)
 
 
 def load_tfds(
@@ -228,6 +257,7 @@ def load_tfds(
     download: bool = False,
     image_size: int = 0,
     num_threads: int | None = None,
+    masks: bool = False,
 ) -> dict:
     """Loads a prepared TFDS image classification dataset into memory, in the source format.
 
@@ -235,7 +265,17 @@ def load_tfds(
     train_labels/test_labels int32 (N,) and class_names (tuple of str).
     download: prepare the dataset when it is missing (needs TensorFlow and the network).
     image_size: > 0 resizes every image to (image_size, image_size) while decoding.
+    masks: also read the segmentation masks of a `SEGMENTATION_MASKS` dataset:
+    train_masks/test_masks uint8 (N, H, W) and mask_class_names.
     """
+    mask = None
+    if masks:
+        if _base_name(name) not in SEGMENTATION_MASKS:
+            raise UserError(
+                f"TFDS dataset {name!r} has no segmentation masks cnnjax knows how to read; "
+                f"known: {', '.join(SEGMENTATION_MASKS)}."
+            )
+        mask = SEGMENTATION_MASKS[_base_name(name)]
     train = data_source(name, train_split, data_dir=data_dir, download=download)
     test = data_source(name, test_split, data_dir=data_dir)
     features = train.dataset_info.features
@@ -248,16 +288,16 @@ def load_tfds(
     for split, source in ((train_split, train), (test_split, test)):
         if len(source) == 0:
             raise UserError(f"Split {split!r} of TFDS dataset {name!r} has no examples.")
-    read = dict(image_size=image_size, num_threads=num_threads)
-    train_images, train_labels = read_examples(train, image_key, label_key, **read)
-    test_images, test_labels = read_examples(test, image_key, label_key, **read)
-    return {
-        "train_images": train_images,
-        "train_labels": train_labels,
-        "test_images": test_images,
-        "test_labels": test_labels,
-        "class_names": class_names,
-    }
+    read = dict(image_size=image_size, num_threads=num_threads, mask=mask)
+    out = {"class_names": class_names}
+    for split, source in (("train", train), ("test", test)):
+        arrays = read_examples(source, image_key, label_key, **read)
+        out[f"{split}_images"], out[f"{split}_labels"] = arrays[:2]
+        if mask is not None:
+            out[f"{split}_masks"] = arrays[2]
+    if mask is not None:
+        out["mask_class_names"] = mask[2]
+    return out
 
 
 def from_config(data_config) -> dict:
@@ -270,4 +310,5 @@ def from_config(data_config) -> dict:
         test_split=data_config.get("test_split", "test"),
         download=bool(data_config.get("download", False)),
         image_size=int(data_config.get("image_size", 0) or 0),
+        masks=bool(data_config.get("masks", False)),
     )

@@ -54,30 +54,39 @@ def masks_figure(
     path: str | None = None,
     title: str = "",
 ):
-    """One row per image: the image, the true mask over it, the predicted mask over it (with
-    the image's pixel accuracy), and a legend of the class colours.
+    """One row per image: the image, the true mask, the predicted mask (with the image's pixel
+    accuracy) in the fixed `PALETTE`, and the prediction blended over the image; a legend of
+    the class colours below.
 
     images: uint8 (N, H, W, C); true_masks, pred_masks: (N, H, W) class indices.
     """
     images = as_batch(images)
     true_masks, pred_masks = np.asarray(true_masks), np.asarray(pred_masks)
     n = len(images)
-    fig, axes = new_figure(n, 3, figsize=(7.5, 2.5 * n + 0.9), squeeze=False)
+    height = 2.2 * n + 1.2
+    fig, axes = new_figure(n, 4, figsize=(9.2, height), squeeze=False)
     for i in range(n):
         valid = true_masks[i] != ignore_label
         acc = float((pred_masks[i] == true_masks[i])[valid].mean()) if valid.any() else np.nan
-        show_image(axes[i, 0], images[i], title="image" if i == 0 else None, fontsize=10)
+        first = i == 0
+        show_image(axes[i, 0], images[i], title="image" if first else None, fontsize=10)
         show_image(
             axes[i, 1],
-            overlay(images[i], true_masks[i], ignore_label),
-            title="truth" if i == 0 else None,
+            colorize(true_masks[i], ignore_label),
+            title="true mask" if first else None,
             fontsize=10,
         )
         show_image(
             axes[i, 2],
-            overlay(images[i], pred_masks[i], ignore_label),
-            title=f"prediction (pixel acc. {acc:.2f})",
+            colorize(pred_masks[i], ignore_label),
+            title=("predicted mask\n" if first else "") + f"pixel accuracy {acc:.2f}",
             fontsize=9,
+        )
+        show_image(
+            axes[i, 3],
+            overlay(images[i], pred_masks[i], ignore_label),
+            title="prediction over image" if first else None,
+            fontsize=10,
         )
     handles = [
         Patch(facecolor=PALETTE[c % len(PALETTE)] / 255.0, edgecolor="black", label=name)
@@ -85,9 +94,9 @@ def masks_figure(
     ]
     if np.any(true_masks == ignore_label):
         handles.append(Patch(facecolor=IGNORE_COLOR / 255.0, edgecolor="black", label="ignored"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=9)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=10)
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.6 / (2.5 * n + 0.9), 1, 1))
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.5 / height, 1, 1 - 0.15 / height))
     save(fig, path)
     return fig

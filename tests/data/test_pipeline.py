@@ -3,6 +3,7 @@ correct and deterministic."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -78,3 +79,63 @@ def test_cutout_paints_one_clipped_square_per_image():
     assert (painted.sum(axis=(1, 2)) == 16).mean() > 0.3  # Many squares lie fully inside.
     again = pipeline.cutout(images, jax.random.key(0), 4, np.array([1, 2, 3], np.uint8))
     np.testing.assert_array_equal(out, again)
+
+
+def _scenes(n=32, size=16, seed=0):
+    """Bright rectangles on black: images, their masks (1 inside) and normalized boxes."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size, 3), np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    boxes = np.zeros((n, 4), np.float32)
+    for i in range(n):
+        y0, x0 = rng.integers(0, size - 4, 2)
+        y1, x1 = y0 + rng.integers(2, size - y0), x0 + rng.integers(2, size - x0)
+        images[i, y0:y1, x0:x1] = 200
+        masks[i, y0:y1, x0:x1] = 1
+        boxes[i] = np.array([y0, x0, y1, x1]) / size
+    return images, masks, boxes
+
+
+def _pixel_box(mask, size):
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(rows) == 0:
+        return np.zeros(4)
+    return np.array([rows[0], cols[0], rows[-1] + 1, cols[-1] + 1]) / size
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_augment_batch_keeps_image_box_and_mask_aligned(mode):
+    images, masks, boxes = _scenes()
+    aug = ml_collections.ConfigDict(
+        {"crop_padding": 5, "crop_mode": mode, "flip": True, "cutout": 0}
+    )
+    batch = {"image": jnp.asarray(images), "mask": jnp.asarray(masks), "box": jnp.asarray(boxes)}
+    out = jax.tree.map(np.asarray, pipeline.augment_batch(batch, jax.random.key(3), aug))
+    moved = 0
+    for i in range(len(images)):
+        bright = out["image"][i, ..., 0] == 200
+        mask = out["mask"][i]
+        if mode == "constant":
+            # The object is where the mask says; crop padding is black and ignored (255).
+            np.testing.assert_array_equal(bright, mask == 1)
+            np.testing.assert_array_equal(out["image"][i, ..., 0] == 0, mask != 1)
+            if (mask == 1).any():
+                np.testing.assert_allclose(out["box"][i], _pixel_box(mask == 1, 16), atol=1e-6)
+            else:  # Cropped out entirely: the clipped box is empty.
+                assert min(out["box"][i][2:] - out["box"][i][:2]) == 0.0
+        else:  # Reflection copies the object into the padding: the mask is copied with it.
+            np.testing.assert_array_equal(bright, mask == 1)
+        moved += not np.array_equal(out["image"][i], images[i])
+    assert moved > 16  # Most images were shifted or mirrored.
+    # The image alone is transformed exactly as `augment` does it (same random draws).
+    alone = pipeline.augment(jnp.asarray(images), jax.random.key(3), aug)
+    np.testing.assert_array_equal(out["image"], np.asarray(alone))
+
+
+def test_flip_and_shift_boxes_by_hand():
+    boxes = jnp.array([[0.1, 0.2, 0.5, 0.4], [0.0, 0.0, 1.0, 0.5]])
+    flipped = pipeline.flip_boxes_where(boxes, jnp.array([True, False]))
+    np.testing.assert_allclose(flipped, [[0.1, 0.6, 0.5, 0.8], [0.0, 0.0, 1.0, 0.5]], atol=1e-6)
+    # Offsets (0, 4) with padding 2 on a 10x20 image: down by 0.2, left by 0.1, clipped.
+    shifted = pipeline.shift_boxes(boxes, jnp.array([[0, 4], [0, 4]]), 2, (10, 20))
+    np.testing.assert_allclose(shifted, [[0.3, 0.1, 0.7, 0.3], [0.2, 0.0, 1.0, 0.4]], atol=1e-6)
