@@ -72,7 +72,8 @@ def detections_figure(
             ax.set_ylim(h - 0.5, -0.5)
             if truth_boxes is not None:
                 for box, cls in zip(truth_boxes[i], truth_classes[i], strict=True):
-                    if cls >= 0:
+                    if cls >= 0:  # White dashes on black: visible on light and dark scenes.
+                        _box(ax, box, (h, w), "black", lw=1.6, alpha=0.6)
                         _box(ax, box, (h, w), "white", lw=1.2, ls="--")
             if col == 0:
                 keep = before["scores"][i] > min_score
@@ -94,13 +95,14 @@ def detections_figure(
                 ):
                     _box(ax, box, (h, w), class_color(cls), lw=2.0)
                     y0, x0 = box[0] * h, box[1] * w
+                    inside = y0 < 0.12 * h  # No room above the box: label inside it.
                     ax.text(
                         x0 - 0.5,
                         y0 - 0.5,
                         f"{_tiles.class_name(class_names, int(cls))} {score:.2f}",
                         color="black",
                         fontsize=7,
-                        va="bottom",
+                        va="top" if inside else "bottom",
                         bbox={"fc": class_color(cls), "ec": "none", "pad": 1, "alpha": 0.9},
                         clip_on=True,
                     )
@@ -112,8 +114,10 @@ def detections_figure(
     if truth_boxes is not None:
         handles.append(Line2D([], [], color="gray", lw=1.2, ls="--", label="ground truth"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    # Room in inches for the legend below and the title above, whatever the number of rows.
+    inches = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, 0.35 / inches, 1, 1 - (0.45 if title else 0.0) / inches))
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.suptitle(title, fontsize=10, y=1 - 0.08 / inches, va="top")
     _figure.save(fig, path)
     return path
