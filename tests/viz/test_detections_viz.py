@@ -25,8 +25,9 @@ def test_before_and_after_nms_side_by_side(tmp_path, monkeypatch):
     fig = saved[0]
     axes = fig.axes
     assert len(axes) == 4  # 2 images x (before, after)
-    # Every decoded cell box (64) + the truth before NMS; the <= 5 kept + the truth after.
-    truth = int((scenes["classes"][0] >= 0).sum())
+    # Every decoded cell box (64) + the truth before NMS; the <= 5 kept + the truth after
+    # (each truth box is two patches: a black outline under white dashes).
+    truth = 2 * int((scenes["classes"][0] >= 0).sum())
     assert len(axes[0].patches) == 64 + truth
     kept = int(after["valid"][0].sum())
     assert 1 <= kept <= 5 and len(axes[1].patches) == kept + truth
