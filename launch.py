@@ -195,7 +195,7 @@ def run(argv) -> int:
         if not FLAGS.workdir:
             raise UserError("--mode=eval needs the run to evaluate: pass --workdir=RUN_DIR.")
         result = loop.evaluate_checkpoint(config, FLAGS.workdir)
-        if "accuracy" not in result or "macro_f1" not in result:  # Tasks other than classes.
+        if config.get("task", "classification") != "classification":  # All its metrics.
             scalars = [f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)]
             print(f"{name} @ step {result['step']}: test {', '.join(scalars)}")
             return 0
