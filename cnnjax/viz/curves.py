@@ -11,7 +11,9 @@ def training_curves(events: list[dict], *, title: str = "", path: str | None = N
     train = [e for e in events if e.get("kind") == "train"]
     evals = [e for e in events if e.get("kind") == "eval"]
     fig, axes = new_figure(1, 3, figsize=(15, 4.2))
-    panels = (("loss", "loss"), ("accuracy", "accuracy"), ("lr", "learning rate"))
+    # Segmentation runs log pixel accuracy instead (cnnjax.tasks.segmentation).
+    acc = "accuracy" if any("accuracy" in e for e in events) else "pixel_accuracy"
+    panels = (("loss", "loss"), (acc, acc.replace("_", " ")), ("lr", "learning rate"))
     for ax, (key, label) in zip(axes, panels, strict=True):
         tr = [(e["step"], e[key]) for e in train if isinstance(e.get(key), int | float)]
         if tr:
@@ -25,7 +27,7 @@ def training_curves(events: list[dict], *, title: str = "", path: str | None = N
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
-        if key == "accuracy":
+        if key == acc:
             ax.set_ylim(0, 1.0)
             if ev:
                 best = max(ev, key=lambda p: p[1])
