@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from cnnjax import data as data_lib
-from cnnjax.train import feeds, steps
+from cnnjax.train import feeds
 from cnnjax.train.loop import build
 
 # Peak dense matrix throughput per device in TFLOP/s (bf16; fp32 where noted), vendor figures.
@@ -55,11 +55,15 @@ class StepTiming:
 
 
 def synthetic_like(dataset: data_lib.Dataset, num_examples: int, seed: int = 0):
-    """Random uint8 data with `dataset`'s image shape, classes and normalization, in memory."""
+    """Random uint8 data with `dataset`'s image shape, classes and normalization, in memory.
+    Tasks' targets (boxes, masks, ...) are the real ones, cycled to `num_examples` rows."""
     rng = np.random.default_rng(seed)
     shape = (num_examples, *dataset.image_shape)
+    rows = lambda targets, n: {k: v[np.arange(n) % len(v)] for k, v in targets.items()}
     return dataclasses.replace(
         dataset,
+        train_targets=rows(dataset.train_targets, num_examples),
+        test_targets=rows(dataset.test_targets, 8),
         train_images=rng.integers(0, 256, shape, dtype=np.uint8),
         train_labels=rng.integers(0, dataset.num_classes, num_examples).astype(np.int32),
         test_images=rng.integers(0, 256, (8, *shape[1:]), dtype=np.uint8),
@@ -79,9 +83,9 @@ def time_train_step(
     batches = 4
     data = synthetic_like(real, batches * int(config.batch_size))
     exp = build(config, data)
-    feed = feeds.DeviceTrainFeed(config, data, exp.mesh, exp.state_shardings)
+    feed = feeds.DeviceTrainFeed(config, data, exp.mesh, exp.state_shardings, exp.task)
     state = exp.init_state()
-    sums = jax.jit(steps.zero_train_sums, out_shardings=feeds.parallel.replicated(exp.mesh))()
+    sums = jax.jit(exp.task.zero_train_sums, out_shardings=feeds.parallel.replicated(exp.mesh))()
     t0 = time.perf_counter()
     feed.compile(state, sums)
     compile_s = time.perf_counter() - t0
