@@ -5,7 +5,8 @@ masks; it asks the run's task (`cnnjax.tasks.get_task(config, data)`, chosen by
 `config.task`). A task is a subclass of `Task`, built as `Task(config, data)`, that provides:
 
 - `target_keys`: the per-example arrays the on-device feed uploads and batches besides
-  "image", by their `Dataset.arrays` names ("label", "box", "mask", "boxes", "classes", ...).
+  "image", by their `Dataset.arrays` names ("label", "box", "mask", "boxes", "classes", ...;
+  "index", each example's position in its split, lets `eval_sums` place per-example results).
   The constructor checks that the dataset carries them (`require_targets`) and raises
   `UserError` otherwise.
 - `build_model(dtype) -> flax.linen.Module`, called as `model(x, train=...)` on normalized
