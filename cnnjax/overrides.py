@@ -102,6 +102,18 @@ def _node_and_leaf(config, key: str):
         with node.unlocked():
             node[parts[-1]] = None
         return node, parts[-1]
+    if parts[:-1] == ["transfer", "finetune_optim"] and parts[-1] not in node:
+        # Phase 2's changes to `optim`: any optim key, parsed by the type of its optim value.
+        leaf, optim = parts[-1], config.get("optim")
+        if optim is None or leaf not in optim or leaf == "lr":
+            valid = ", ".join(k for k in optim.keys() if k != "lr") if optim is not None else ""
+            raise UserError(
+                f"Unknown config key {key!r}: transfer.finetune_optim takes keys of optim "
+                f"({valid}); phase 2's learning rate is transfer.finetune_lr."
+            )
+        with node.unlocked():
+            node[leaf] = optim[leaf]
+        return node, leaf
     if parts[-1] not in node or isinstance(node[parts[-1]], ml_collections.ConfigDict):
         raise _unknown(config, key, key)
     return node, parts[-1]

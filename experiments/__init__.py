@@ -13,10 +13,12 @@ from experiments import (
     quickstart,
     resnet18_cifar,
     resnet50_imagenet,
+    resnet50_transfer,
     separable_vgg_cifar,
     simple_cnn_cifar,
     vgg16_cifar,
     vgg_blocks_cifar,
+    xception_transfer,
 )
 
 EXPERIMENTS: dict[str, ModuleType] = {
@@ -33,6 +35,8 @@ EXPERIMENTS: dict[str, ModuleType] = {
     "localize_shapes": localize_shapes,
     "fcn8s_shapes": fcn8s_shapes,
     "fcn8s_pets": fcn8s_pets,
+    "xception_transfer": xception_transfer,
+    "resnet50_transfer": resnet50_transfer,
 }
 
 

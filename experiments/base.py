@@ -23,6 +23,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.test_split = "test"
     c.data.download = False  # TFDS: prepare the dataset if missing (needs cnnjax[prepare]).
     c.data.feeding = "auto"  # device (upload once) | stream (grain, host decode) | auto.
+    # Input preprocessing (cnnjax/data/preprocessing.py): dataset (its own mean/std) |
+    # inception ([-1, 1]: Xception, MobileNet) | caffe (minus the ImageNet mean pixel: Keras'
+    # ResNet/VGG weights) | imagenet (torchvision's ImageNet mean/std).
+    c.data.normalization = "dataset"
 
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 0  # Pad-and-random-crop by this many pixels (0: off).
@@ -84,6 +88,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.transfer.freeze_steps = 0
     c.transfer.freeze_epochs = 0.0
     c.transfer.finetune_lr = 0.0
+    # Phase 2 optimizer = optim.* updated with these keys (any key of optim except lr, which
+    # is finetune_lr), e.g. --config.transfer.finetune_optim.nesterov=true.
+    c.transfer.finetune_optim = ml_collections.ConfigDict()
 
     # task="localization" (cnnjax/tasks/localization.py): loss = class_weight x cross-entropy
     # + box_weight x box loss ("mse" or "smooth_l1" with smooth_l1_beta, on normalized boxes).

@@ -31,6 +31,15 @@ TFDS_EXPERIMENTS = {
     "resnet18_cifar": [],
     # Streamed, Inception crops from mock JPEG-sized images down to a CPU-sized 32x32.
     "resnet50_imagenet": [("data.image_size", "32")],
+    # Both transfer phases, one step each. Its "caffe" inputs are unscaled and suit only
+    # pretrained weights (checked against Keras in tests/interop/test_keras.py): a fresh start
+    # diverges on them, so this one uses the dataset's statistics. One block per stage.
+    "resnet50_transfer": [
+        ("model.stage_sizes", "(1, 1, 1, 1)"),
+        ("data.image_size", "32"),
+        ("transfer.freeze_steps", "1"),
+        ("data.normalization", "dataset"),
+    ],
 }
 SHARED_TFDS = os.path.join(ROOT, "..", "shared", "tensorflow_datasets")
 # Tested in tests/test_task_experiments.py (shapes through launch.py, pets under mock data).
@@ -38,9 +47,11 @@ TASK_EXPERIMENTS = ("localize_shapes", "fcn8s_shapes", "fcn8s_pets")
 
 
 def test_every_experiment_is_tested():
+    # xception_transfer: tests/test_transfer_experiments.py (mock tf_flowers and shapes).
     # detect_shapes: tests/test_detect_shapes.py (through launch.py).
     assert set(experiments.EXPERIMENTS) == {
         "quickstart",
+        "xception_transfer",
         "detect_shapes",
         *TASK_EXPERIMENTS,
         *TFDS_EXPERIMENTS,

@@ -96,3 +96,17 @@ def test_model_arguments_can_be_added():
     assert c.model.stem == "cifar" and c.model.zero_init_residual is True
     with pytest.raises(UserError, match="Unknown config key 'optim.stem'"):
         apply_overrides(quickstart.get_config(), [("optim.stem", "cifar")])
+
+
+def test_finetune_optim_takes_optim_keys_parsed_by_their_type():
+    c = apply_overrides(
+        quickstart.get_config(),
+        [("transfer.finetune_optim.nesterov", "true"), ("transfer.finetune_optim.momentum", "0")],
+    )
+    assert c.transfer.finetune_optim.to_dict() == {"nesterov": True, "momentum": 0.0}
+    assert isinstance(c.transfer.finetune_optim.momentum, float)
+    for key in ("transfer.finetune_optim.nesterv", "transfer.finetune_optim.lr"):
+        with pytest.raises(UserError, match="transfer.finetune_optim takes keys of optim"):
+            apply_overrides(quickstart.get_config(), [(key, "1")])
+    with pytest.raises(UserError, match="expected true or false"):
+        apply_overrides(quickstart.get_config(), [("transfer.finetune_optim.nesterov", "maybe")])

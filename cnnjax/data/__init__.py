@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnnjax.data import digits, folder, shapes, stats, synthetic, tfds_source
+from cnnjax.data import digits, folder, preprocessing, shapes, stats, synthetic, tfds_source
 from cnnjax.errors import UserError, did_you_mean
 
 
@@ -22,7 +22,8 @@ class Dataset:
     In memory: train_images/test_images uint8 (N, H, W, C), train_labels/test_labels int32 (N,).
     Streamed: train_source/test_source give random access to records {"image", "label"}
     (decoded or encoded images) and `image_shape` is the shape the transforms produce.
-    mean/std: float32 (C,), statistics of pixels scaled to [0, 1].
+    mean/std: float32 (C,), what `pipeline.normalize` applies to pixels scaled to [0, 1]: the
+    dataset's statistics or a fixed `data.normalization` mode (`preprocessing.py`).
     train_targets/test_targets: per-example arrays beside images and labels, by name (in
     memory only), e.g. from `shapes`: "box" float32 (N, 4) normalized (ymin, xmin, ymax, xmax)
     of the labelled object, "boxes" (N, K, 4), "classes" int32 (N, K) (-1: no object),
@@ -222,10 +223,13 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 def load(data_config) -> Dataset:
     """Loads `data_config.name`: in memory (resized to `data_config.image_size` when > 0), or as
-    a streaming dataset for TFDS sets too big for device memory (or `feeding="stream"`)."""
+    a streaming dataset for TFDS sets too big for device memory (or `feeding="stream"`).
+    `mean`/`std` follow `data_config.normalization` (`preprocessing.MODES`)."""
+    mode = preprocessing.check(data_config.get("normalization", "dataset"))
     raw = _load_raw(data_config)
     if isinstance(raw, Dataset):
-        return raw
+        mean, std = preprocessing.mean_std(mode, raw.image_shape[-1], raw.mean, raw.std)
+        return dataclasses.replace(raw, mean=mean, std=std)
     train_images, test_images = raw["train_images"], raw["test_images"]
     size = int(data_config.get("image_size", 0) or 0)
     if size > 0:
@@ -233,6 +237,7 @@ def load(data_config) -> Dataset:
     targets = {split: _targets(raw, split, size) for split in ("train", "test")}
     name = data_config.name
     mean, std = stats.normalization(tfds_source._base_name(name), train_images)
+    mean, std = preprocessing.mean_std(mode, train_images.shape[-1], mean, std)
     return Dataset(
         train_targets=targets["train"],
         test_targets=targets["test"],

@@ -25,19 +25,30 @@ import jax
 import numpy as np
 
 from cnnjax import models
+from cnnjax.data import pipeline, preprocessing
 from cnnjax.errors import UserError
 from cnnjax.interop.keras_weights import KerasLayer, read_layers
 
 ARCHITECTURES = ("vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "xception", "mobilenet_v1")
-# Keras' own preprocessing per architecture ("caffe": BGR, mean-subtracted; "tf": [-1, 1]).
+# The `data.normalization` mode (cnnjax/data/preprocessing.py) each architecture's ImageNet
+# weights were trained with: "caffe" (minus the mean pixel; Keras feeds BGR) or "inception"
+# ([-1, 1]; Keras calls it "tf").
 PREPROCESSING = {
     "vgg16": "caffe",
     "vgg19": "caffe",
     "resnet50": "caffe",
     "resnet101": "caffe",
     "resnet152": "caffe",
-    "xception": "tf",
-    "mobilenet_v1": "tf",
+    "xception": "inception",
+    "mobilenet_v1": "inception",
+}
+# The first convolution of the "caffe" architectures, whose input channels Keras orders BGR.
+FIRST_CONV = {
+    "vgg16": "block1_conv1",
+    "vgg19": "block1_conv1",
+    "resnet50": "stem_conv",
+    "resnet101": "stem_conv",
+    "resnet152": "stem_conv",
 }
 # Input sizes the ImageNet weights were trained at.
 IMAGE_SIZE = {
@@ -49,15 +60,29 @@ IMAGE_SIZE = {
     "xception": 299,
     "mobilenet_v1": 224,
 }
-_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 
 
 def preprocess(images, architecture: str):
-    """RGB pixels in [0, 255], float (N, H, W, 3) -> what the Keras weights expect."""
-    images = np.asarray(images, np.float32)
-    if PREPROCESSING[architecture] == "tf":
-        return images / 127.5 - 1.0
-    return images[..., ::-1] - _CAFFE_MEAN_BGR
+    """RGB pixels in [0, 255], float (N, H, W, 3) -> what the Keras weights expect: the
+    architecture's `data.normalization` mode, then RGB -> BGR for "caffe" weights as Keras
+    stores them (`import_keras(..., rgb=True)` models read RGB instead)."""
+    mode = PREPROCESSING[architecture]
+    mean, std = preprocessing.mean_std(mode, 3)
+    x = np.asarray(pipeline.normalize(np.asarray(images, np.float32), mean, std))
+    return x[..., ::-1] if architecture in FIRST_CONV else x
+
+
+def rgb_input(variables: dict, architecture: str) -> dict:
+    """Variables of a "caffe" architecture whose first convolution reads RGB instead of Keras'
+    BGR: its kernel's input channels reversed. conv(BGR(x), K) == conv(x, K[:, :, ::-1]), so
+    the model computes exactly what Keras does; other architectures are returned unchanged."""
+    if architecture not in FIRST_CONV:
+        return variables
+    params = dict(variables["params"])
+    first = dict(params[FIRST_CONV[architecture]])
+    first["kernel"] = np.ascontiguousarray(np.asarray(first["kernel"])[:, :, ::-1, :])
+    params[FIRST_CONV[architecture]] = first
+    return {**variables, "params": params}
 
 
 def detect_architecture(layers: list[KerasLayer]) -> str:
@@ -191,6 +216,16 @@ def import_keras(keras_model_or_path, *, input_shape: tuple[int, int, int] | Non
     input_shape: (H, W, 3) used to check every shape against the cnnjax model; defaults to the
     Keras model's own input shape, else the architecture's ImageNet size.
     """
+    model, variables, _ = read_keras(keras_model_or_path, input_shape=input_shape)
+    return model, variables
+
+
+def read_keras(
+    keras_model_or_path, *, input_shape: tuple[int, int, int] | None = None, rgb: bool = False
+):
+    """(cnnjax model, variables, architecture) of a Keras application model or weights file,
+    as `import_keras`; rgb=True reverses the first convolution's input channels of "caffe"
+    weights (`rgb_input`), so that the model reads RGB like every cnnjax model."""
     layers = read_layers(keras_model_or_path)
     architecture = detect_architecture(layers)
     model = _model_for(layers, architecture)
@@ -206,7 +241,8 @@ def import_keras(keras_model_or_path, *, input_shape: tuple[int, int, int] | Non
         lambda: model.init(jax.random.key(0), np.zeros((1, *input_shape), np.float32), train=False)
     )
     _check_same_tree(expected, variables, architecture)
-    return model, jax.tree.map(np.asarray, variables)
+    variables = jax.tree.map(np.asarray, variables)
+    return model, rgb_input(variables, architecture) if rgb else variables, architecture
 
 
 def _check_same_tree(expected, got, architecture: str) -> None:

@@ -132,7 +132,9 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
         phases = []
         for index, (start, end, peak_lr, pattern) in enumerate(specs, start=1):
             schedule = optim.create_schedule(config, end - start, steps_per_epoch, peak_lr)
-            tx = optim.create_optimizer(config, schedule)
+            # Phases after the first may change optim's settings (transfer.finetune_optim).
+            changes = config.transfer.get("finetune_optim") if index > 1 else None
+            tx = optim.create_optimizer(config, schedule, changes)
             if pattern:
                 tx = transfer.freeze(tx, pattern)
             abstract = jax.eval_shape(
@@ -344,7 +346,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
                 progress.write(
                     f"phase {phase.index} from step {step}: everything trainable, "
                     f"lr {float(phase.schedule(0)):.3g} -> peak "
-                    f"{cfg.transfer.finetune_lr}, fresh optimizer state"
+                    f"{cfg.transfer.finetune_lr}, fresh optimizer state" + _optim_changes(cfg)
                 )
             if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
                 os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
@@ -513,6 +515,8 @@ def _initialize(exp: Experiment) -> TrainState:
     state = exp.init_state()
     source = transfer.source_variables(exp.config.init) if "init" in exp.config else None
     if source is None:
+        if note := transfer.fresh_start_note(exp.config):
+            print(note, flush=True)
         return state
     merged, report = transfer.merge(
         {"params": state.params, "batch_stats": state.batch_stats},
@@ -527,6 +531,14 @@ def _initialize(exp: Experiment) -> TrainState:
         batch_stats=place(merged["batch_stats"]),
         opt_state=jax.jit(state.tx.init)(params),
     )
+
+
+def _optim_changes(config) -> str:
+    """The phase-2 message's ", optim changes nesterov=True, ..." part, or "" without any."""
+    changes = config.transfer.get("finetune_optim")
+    if not changes:
+        return ""
+    return ", optim changes " + ", ".join(f"{k}={v}" for k, v in changes.items())
 
 
 def _start_phase(exp: Experiment, phase: Phase, state: TrainState) -> TrainState:

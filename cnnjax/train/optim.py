@@ -11,6 +11,7 @@ does; decoupled decay adds it after (Loshchilov & Hutter), which is what AdamW a
 import math
 
 import jax
+import ml_collections
 import optax
 
 from cnnjax.errors import UserError, did_you_mean
@@ -84,9 +85,26 @@ def decay_mask(params, mode: str):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
-def create_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """The optax chain for `config.optim` driven by `schedule`."""
-    oc = config.optim
+def updated_optim(optim_config, overrides):
+    """`optim_config` with the keys of `overrides` (a phase's changes) replaced; a UserError for
+    keys optim does not have, and for lr (a phase sets its own peak lr)."""
+    overrides = dict(overrides.items()) if overrides is not None else {}
+    unknown = sorted(k for k in overrides if k not in optim_config or k == "lr")
+    if unknown:
+        valid = ", ".join(k for k in optim_config.keys() if k != "lr")
+        raise UserError(
+            f"transfer.finetune_optim has {', '.join(unknown)}: it takes keys of optim "
+            f"({valid}); phase 2's learning rate is transfer.finetune_lr."
+        )
+    return ml_collections.ConfigDict({**optim_config.to_dict(), **overrides})
+
+
+def create_optimizer(
+    config, schedule: optax.Schedule, overrides=None
+) -> optax.GradientTransformation:
+    """The optax chain for `config.optim` driven by `schedule`; `overrides` (a mapping of optim
+    keys, e.g. `transfer.finetune_optim` for phase 2) replaces some of optim's values."""
+    oc = updated_optim(config.optim, overrides) if overrides else config.optim
     name = oc.name
     if name not in OPTIMIZERS:
         raise UserError(

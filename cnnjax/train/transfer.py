@@ -132,12 +132,40 @@ def source_variables(init_config) -> dict | None:
     if init_config.checkpoint:
         return _read_checkpoint(init_config.checkpoint)
     if init_config.keras_weights:
-        from cnnjax.interop.keras import import_keras
+        from cnnjax.interop import keras
 
-        _, variables = import_keras(init_config.keras_weights)
-        print(f"init: read Keras weights {init_config.keras_weights}", flush=True)
+        # rgb=True: cnnjax models read RGB; "caffe" weights get their first conv reversed.
+        _, variables, arch = keras.read_keras(init_config.keras_weights, rgb=True)
+        print(
+            f"init: read Keras {arch} weights {init_config.keras_weights} (trained with "
+            f"data.normalization={keras.PREPROCESSING[arch]})",
+            flush=True,
+        )
         return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     return None
+
+
+def fresh_start_note(config) -> str:
+    """A line for a run that freezes parameters but loads none (no init.keras_weights or
+    init.checkpoint): the frozen layers keep their random initialization. "" otherwise."""
+    transfer, init = config.get("transfer"), config.get("init")
+    if transfer is None or not transfer.freeze_pattern:
+        return ""
+    if init is not None and (init.checkpoint or init.keras_weights):
+        return ""
+    note = (
+        "init: nothing to load (init.keras_weights and init.checkpoint are empty), so the "
+        f"layers transfer.freeze_pattern={transfer.freeze_pattern!r} freezes keep their random "
+        f"initialization. For real transfer learning pass Keras ImageNet {config.model.name} "
+        "weights (keras.applications saves them under ~/.keras/models/) with "
+        "--config.init.keras_weights=FILE.h5, or another run with --config.init.checkpoint=DIR."
+    )
+    if config.data.get("normalization") == "caffe":
+        note += (
+            " Caffe inputs are not scaled (about -124..152) and suit only pretrained weights: "
+            "a fresh network diverges on them; add --config.data.normalization=dataset."
+        )
+    return note
 
 
 def merge(target: dict, source: dict, skip_pattern: str) -> tuple[dict, dict]:

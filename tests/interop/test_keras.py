@@ -15,8 +15,9 @@ keras = pytest.importorskip("keras")
 # Keras 3 on NumPy 2 warns on every weight read; it says nothing about this project.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module="keras")
 
+from cnnjax.data import pipeline, preprocessing  # noqa: E402
 from cnnjax.errors import UserError  # noqa: E402
-from cnnjax.interop.keras import import_keras, preprocess  # noqa: E402
+from cnnjax.interop.keras import import_keras, preprocess, read_keras  # noqa: E402
 from cnnjax.models import get_model  # noqa: E402
 
 APPS = {
@@ -105,3 +106,20 @@ def test_preprocessing_conventions():
     np.testing.assert_allclose(
         preprocess(x, "resnet50")[0, 0, 0], [127.5 - 103.939, 0 - 116.779, 255 - 123.68], rtol=1e-6
     )
+
+
+def test_rgb_import_with_caffe_normalization_computes_what_keras_does():
+    """The init.keras_weights path: "caffe" weights with their first conv reversed read RGB
+    normalized by data.normalization=caffe, and give Keras' outputs on its BGR input."""
+    km = build("ResNet50", 32)
+    model, variables, architecture = read_keras(km, rgb=True)
+    assert architecture == "resnet50"
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    ref = np.asarray(km(preprocess(pixels, "resnet50"), training=False))
+    x = pipeline.normalize(pixels, *preprocessing.mean_std("caffe", 3))
+    out = np.asarray(model.apply(variables, x, train=False))
+    assert ref.std() > 1e-2
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    _, bgr_variables = import_keras(km)  # Without the reversal the RGB input is read wrongly.
+    wrong = np.asarray(model.apply(bgr_variables, x, train=False))
+    assert np.abs(wrong - ref).max() > 1e-2 * np.abs(ref).max()

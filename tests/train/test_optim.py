@@ -161,3 +161,31 @@ def test_steps_for_epochs_and_explicit_steps():
     assert optim.steps_for(config(**{"batch_size": 10, "num_train_steps": 7}), 105) == (10, 7)
     with pytest.raises(UserError, match="batch_size=200"):
         optim.steps_for(config(**{"batch_size": 200}), 105)
+
+
+def _updates(tx, grads_seq, params):
+    state, out = tx.init(params), []
+    for g in grads_seq:
+        u, state = tx.update(g, state, params)
+        out.append(u)
+    return out
+
+
+def test_phase_overrides_change_the_optimizer():
+    """transfer.finetune_optim: optim.* updated with the given keys (here momentum SGD ->
+    nesterov with another momentum), the rest (lr schedule, clipping) unchanged."""
+    cfg = config(**{"optim.momentum": 0.9, "optim.nesterov": False})
+    params = {"w": jnp.zeros(2)}
+    grads = [{"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([0.5, 3.0])}]
+    schedule = optax.constant_schedule(0.1)
+    plain = _updates(optim.create_optimizer(cfg, schedule), grads, params)
+    changed = optim.create_optimizer(cfg, schedule, {"nesterov": True, "momentum": 0.5})
+    reference = _updates(optax.sgd(0.1, momentum=0.5, nesterov=True), grads, params)
+    for got, want in zip(_updates(changed, grads, params), reference, strict=True):
+        np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+    for got, want in zip(plain, _updates(optax.sgd(0.1, momentum=0.9), grads, params), strict=True):
+        np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+    assert not np.allclose(plain[1]["w"], reference[1]["w"])
+    assert cfg.optim.nesterov is False  # The config itself is untouched.
+    with pytest.raises(UserError, match="finetune_optim has lr, momentom"):
+        optim.create_optimizer(cfg, schedule, {"momentom": 0.5, "lr": 1.0})

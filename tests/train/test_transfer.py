@@ -15,8 +15,10 @@ import pytest
 from launching import TINY_QUICKSTART, launch
 
 from cnnjax.errors import UserError
-from cnnjax.train import steps, transfer
+from cnnjax.overrides import apply_overrides
+from cnnjax.train import loop, steps, transfer
 from cnnjax.train.state import create_train_state
+from experiments import quickstart
 
 
 def test_merge_loads_skips_and_reports():
@@ -107,11 +109,16 @@ def test_two_phase_fine_tune_from_a_checkpoint_resumes_exactly(tmp_path):
         "--config.transfer.freeze_pattern=^(conv|fc1)",
         "--config.transfer.freeze_steps=15",
         "--config.transfer.finetune_lr=0.0005",
+        # Phase 1 is quickstart's Adam; phase 2 switches to SGD nesterov (another opt_state
+        # structure, which the resume below must restore at the right step).
+        "--config.transfer.finetune_optim.name=sgd",
+        "--config.transfer.finetune_optim.nesterov=true",
         "--config.optim.weight_decay=0.01",
     ]
     reference = tmp_path / "reference"
     proc = launch([*args, f"--workdir={reference}"], check=True)
     assert "init: loaded" in proc.stdout and "skipped 2: params/head/bias" in proc.stdout
+    assert "optim changes name=sgd, nesterov=True" in proc.stdout
 
     # Phase 1 moved only the unfrozen layers: conv1/conv2/fc1 equal the source's best params.
     src_step = max(
@@ -154,3 +161,52 @@ def test_two_phase_fine_tune_from_a_checkpoint_resumes_exactly(tmp_path):
     assert [strip(e) for e in events(resumed) if e["kind"] in ("train", "eval", "phase")] == [
         strip(e) for e in evs if e["kind"] in ("train", "eval", "phase")
     ]
+
+
+def test_phase_two_optimizer_is_optim_updated_with_finetune_optim():
+    config = apply_overrides(
+        quickstart.get_config(),
+        [
+            ("num_train_steps", "10"),
+            ("transfer.freeze_pattern", "^conv"),
+            ("transfer.freeze_steps", "4"),
+            ("transfer.finetune_lr", "0.01"),
+            ("schedule.name", "constant"),
+            ("schedule.warmup_epochs", "0"),
+            ("transfer.finetune_optim.name", "sgd"),
+            ("transfer.finetune_optim.nesterov", "true"),
+            ("transfer.finetune_optim.momentum", "0.5"),
+        ],
+    )
+    exp = loop.build(config)
+    one, two = exp.phases
+    assert (one.start, one.end, two.start, two.end) == (0, 4, 4, 10)
+    assert float(one.schedule(0)) == np.float32(3e-3) and float(two.schedule(0)) == np.float32(0.01)
+    params = {"head": {"kernel": jnp.zeros((2, 3))}}
+    grads = [{"head": {"kernel": jnp.full((2, 3), g)}} for g in (1.0, -2.0, 0.5)]
+
+    def updates(tx):
+        state, out = tx.init(params), []
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            out.append(np.asarray(u["head"]["kernel"]))
+        return out
+
+    nesterov = updates(optax.sgd(0.01, momentum=0.5, nesterov=True))
+    for got, want in zip(updates(two.tx), nesterov, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    adam = updates(optax.adam(3e-3))  # quickstart's optimizer, unchanged in phase 1.
+    for got, want in zip(updates(one.tx), adam, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_frozen_run_with_nothing_to_load_says_so():
+    plain = quickstart.get_config()
+    assert transfer.fresh_start_note(plain) == ""  # Nothing frozen: nothing to say.
+    frozen = apply_overrides(plain, [("transfer.freeze_pattern", "^conv")])
+    assert "init: nothing to load" in transfer.fresh_start_note(frozen)
+    assert "--config.init.keras_weights=FILE.h5" in transfer.fresh_start_note(frozen)
+    caffe = apply_overrides(frozen, [("data.normalization", "caffe")])
+    assert "add --config.data.normalization=dataset" in transfer.fresh_start_note(caffe)
+    loaded = apply_overrides(frozen, [("init.keras_weights", "x.h5")])
+    assert transfer.fresh_start_note(loaded) == ""
