@@ -4,6 +4,7 @@ the one-line error for an unknown mode."""
 import ml_collections
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from launching import TINY_QUICKSTART, launch
 
 from cnnjax import data as data_lib
@@ -57,6 +58,23 @@ def test_load_puts_the_mode_on_the_dataset():
     ds = data_lib.load(config)
     np.testing.assert_array_equal(ds.mean, [0.5])
     np.testing.assert_array_equal(ds.std, [0.5])
+
+
+def test_streamed_datasets_get_the_mode_too(tmp_path):
+    config = ml_collections.ConfigDict(
+        {
+            "name": "tf_flowers",
+            "data_dir": str(tmp_path),
+            "image_size": 32,
+            "feeding": "stream",
+            "normalization": "caffe",
+        }
+    )
+    with tfds.testing.mock_data(num_examples=4):
+        ds = data_lib.load(config)
+    assert not ds.in_memory
+    np.testing.assert_allclose(ds.mean * 255, preprocessing.CAFFE_MEAN_RGB, rtol=1e-6)
+    np.testing.assert_allclose(ds.std * 255, 1.0, rtol=1e-6)
 
 
 def test_unknown_normalization_exits_2_with_one_line(tmp_path):
