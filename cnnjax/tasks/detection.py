@@ -23,6 +23,7 @@ import numpy as np
 
 from cnnjax import models
 from cnnjax.errors import UserError
+from cnnjax.models.detector import STRIDE
 from cnnjax.ops import boxes as box_ops
 from cnnjax.tasks.base import Task, model_kwargs, safe_div
 
@@ -266,6 +267,13 @@ class Detection(Task):
         self.settings = _settings(config)
         if self.settings["nms"]["max_detections"] < 1:
             raise UserError("detection.max_detections must be >= 1.")
+        h, w = data.image_shape[:2]
+        if config.model.name == "grid_detector" and (h % STRIDE or w % STRIDE):
+            # Cells must tile the image exactly: targets place centres on a grid of 1/G.
+            raise UserError(
+                f"grid_detector needs image sides that are multiples of {STRIDE}, got {h}x{w}: "
+                f"set --config.data.image_size to one (e.g. {max(STRIDE, h // STRIDE * STRIDE)})."
+            )
 
     def build_model(self, dtype):
         name = self.config.model.name

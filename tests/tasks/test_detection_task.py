@@ -58,6 +58,15 @@ def test_a_dataset_without_boxes_is_a_user_error():
         get_task(_config(), digits)
 
 
+def test_image_sides_must_tile_into_cells():
+    data = data_lib.load(
+        ml_collections.ConfigDict({"name": "shapes", "image_size": 60, "max_objects": 2,
+                                   "num_train": 4, "num_test": 2})
+    )  # fmt: skip
+    with pytest.raises(UserError, match="multiples of 8.*image_size"):
+        get_task(_config(), data)
+
+
 def test_evaluation_sums_over_padded_batches_give_the_hand_computed_map():
     data = _shapes(num_test=3)
     task = get_task(_config(), data)
