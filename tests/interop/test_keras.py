@@ -2,6 +2,7 @@
 weights=None: no download). Every BatchNorm statistic and bias is randomized first, so the test
 sees a wrong mapping, a missed bias fold or a transposed depthwise kernel."""
 
+import functools
 import os
 import warnings
 
@@ -49,6 +50,13 @@ def build(app: str, size: int):
     return randomized(fn(weights=None, input_shape=(size, size, 3), classifier_activation=None))
 
 
+@functools.cache
+def built(app: str, size: int):
+    """`build`, once per process: a Keras ResNet-50 takes seconds to build and several tests
+    read the same one (none changes it)."""
+    return build(app, size)
+
+
 def compare(keras_model, model, variables, size, seed=1):
     x = np.random.default_rng(seed).normal(0, 1, (2, size, size, 3)).astype("float32")
     ref = np.asarray(keras_model(x, training=False))
@@ -61,7 +69,7 @@ def compare(keras_model, model, variables, size, seed=1):
 @pytest.mark.parametrize("app", list(APPS))
 def test_outputs_match_keras(app):
     size, name = APPS[app]
-    km = build(app, size)
+    km = built(app, size)
     model, variables = import_keras(km)
     reference = get_model(name, num_classes=1000)
     assert type(model) is type(reference)
@@ -70,7 +78,7 @@ def test_outputs_match_keras(app):
 
 
 def test_resnet_biases_are_folded_not_added():
-    km = build("ResNet50", 64)
+    km = built("ResNet50", 64)
     model, variables = import_keras(km)
     params = sum(int(np.size(v)) for v in jax.tree.leaves(variables["params"]))
     keras_trainable = sum(int(np.size(w)) for w in km.trainable_weights)
@@ -111,10 +119,10 @@ def test_preprocessing_conventions():
 def test_rgb_import_with_caffe_normalization_computes_what_keras_does():
     """The init.keras_weights path: "caffe" weights with their first conv reversed read RGB
     normalized by data.normalization=caffe, and give Keras' outputs on its BGR input."""
-    km = build("ResNet50", 32)
+    km = built("ResNet50", 64)
     model, variables, architecture = read_keras(km, rgb=True)
     assert architecture == "resnet50"
-    pixels = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3)).astype(np.float32)
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3)).astype(np.float32)
     ref = np.asarray(km(preprocess(pixels, "resnet50"), training=False))
     x = pipeline.normalize(pixels, *preprocessing.mean_std("caffe", 3))
     out = np.asarray(model.apply(variables, x, train=False))
