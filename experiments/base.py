@@ -72,7 +72,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = -1
     c.checkpoint_every_steps = -1
     c.keep_checkpoints = 2
-    c.best_metric = "accuracy"
+    c.best_metric = "accuracy"  # The eval metric that picks the "best" checkpoint.
 
     # Initialization from another run or from Keras weights (cnnjax.train.transfer).
     c.init = ml_collections.ConfigDict()
@@ -132,7 +132,5 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.benchmark = ml_collections.ConfigDict()  # --mode=benchmark
     c.benchmark.steps = 20  # Timed steps, after ...
-    c.benchmark.warmup = (
-        3  # ... this many untimed ones.  # The eval metric that picks the "best" checkpoint.
-    )
+    c.benchmark.warmup = 3  # ... this many untimed ones.
     return c
