@@ -1,0 +1,31 @@
+"""--mode=benchmark as a user sees it: the timing table, for a classifier and another task."""
+
+import pytest
+from launching import launch
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--experiment=quickstart"],
+        [
+            "--experiment=detect_shapes",
+            "--config.data.num_train=64",
+            "--config.data.num_test=16",
+            "--config.batch_size=16",
+        ],
+    ],
+    ids=["classification", "detection"],
+)
+def test_benchmark_prints_the_timing_table(tmp_path, args):
+    proc = launch(
+        [*args, "--mode=benchmark", "--config.benchmark.steps=2", "--config.benchmark.warmup=1"],
+        env={"HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for field in ("images/s", "ms/step", "compile", "MFU", "input, on device"):
+        assert field in out, out
+    # The images/s figure is a positive number.
+    line = next(line for line in out.splitlines() if line.strip().startswith("images/s"))
+    assert float(line.split()[-1].replace(",", "")) > 0
