@@ -15,6 +15,7 @@ import concurrent.futures
 import hashlib
 import os
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -161,9 +162,14 @@ def _decode_all(files: list[str], image_size: int, num_workers: int) -> list[np.
     # JAX threads are running is safe here (as torch's DataLoader workers do after CUDA init).
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
-        parts = pool.map(_decode_chunk, chunks, [image_size] * len(chunks))
-        return [image for part in parts for image in part]
+    with warnings.catch_warnings():
+        # JAX warns on every fork that a child using JAX could deadlock; these children don't.
+        warnings.filterwarnings(
+            "ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning
+        )
+        with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=context) as pool:
+            parts = pool.map(_decode_chunk, chunks, [image_size] * len(chunks))
+            return [image for part in parts for image in part]
 
 
 def _stack(images: list[np.ndarray], files: list[str], channels: int) -> np.ndarray:
