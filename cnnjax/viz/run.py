@@ -81,21 +81,7 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
     )
     probs = _predict(model, variables, images, data.mean, data.std)
     preds = probs.argmax(axis=-1)
-    sample = images[int(vc.sample_index) % len(images)]
-    layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
-
-    filters.conv_filters(
-        variables["params"],
-        vc.filter_layer or "auto",
-        path=path("filters"),
-        title=f"{tag}: first-layer filters",
-    )
-    filters.weight_histograms(
-        variables["params"], vc.filter_layer or "auto", path=path("filter_histograms"), title=tag
-    )
-    feature_maps.feature_maps(
-        model, variables, sample, data.mean, data.std, layers, path=path("feature_maps"), title=tag
-    )
+    _generic_pictures(config, workdir, name, model, variables, data, images, tag, path)
     n_cam = int(vc.num_images)
     gradcam.grad_cam_figure(
         model,
@@ -117,16 +103,6 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
         data.class_names,
         path=path("confusion_matrix"),
         title=f"{tag}: first {len(labels):,} test images",
-    )
-    events = writers.read_events(workdir)
-    if events:
-        curves.training_curves(
-            events, title=name or config.model.name, path=path("training_curves")
-        )
-    kernels_demo.classic_kernels(
-        sample,
-        path=path("classic_kernels"),
-        title=f"classic kernels on test image {int(vc.sample_index)}",
     )
     mistakes.most_confident_mistakes(
         images,
