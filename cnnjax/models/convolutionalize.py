@@ -145,19 +145,7 @@ class SimpleCNNTrunk(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        x = x.astype(self.dtype)
-        n = 0
-        for block in self.blocks:
-            for f in block:
-                k = self.kernel_size
-                if n == 0 and self.first_kernel_size is not None:
-                    k = self.first_kernel_size
-                n += 1
-                x = nn.Conv(f, (k, k), padding=self.padding, dtype=self.dtype, name=f"conv{n}")(x)
-                x = self.activation(x)
-            if self.pool:
-                x = max_pool_2x2(x)
-        return x
+        return seed.conv_blocks(self, x.astype(self.dtype))
 
 
 @dataclasses.dataclass(frozen=True)

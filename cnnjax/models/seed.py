@@ -24,6 +24,29 @@ import jax.numpy as jnp
 from cnnjax.models.layers import KERAS_KERNEL_INIT, max_pool_2x2
 
 
+def conv_blocks(m, x):
+    """The conv blocks of a SimpleCNN-shaped module `m` (its blocks, kernel sizes, padding,
+    pool, activation, dtype), named `conv1`, `conv2`, ... in the calling module's scope: shared
+    by `SimpleCNN` and its convolutionalized trunk so both read the same parameters."""
+    n = 0
+    for block in m.blocks:
+        for f in block:
+            k = m.kernel_size if n > 0 or m.first_kernel_size is None else m.first_kernel_size
+            n += 1
+            conv = nn.Conv(
+                f,
+                (k, k),
+                padding=m.padding,
+                kernel_init=KERAS_KERNEL_INIT,
+                dtype=m.dtype,
+                name=f"conv{n}",
+            )
+            x = m.activation(conv(x))
+        if m.pool:
+            x = max_pool_2x2(x)
+    return x
+
+
 class SimpleCNN(nn.Module):
     """Conv blocks (+ optional 2×2 max-pool after each), flatten, dense layers, classifier.
 
@@ -47,25 +70,7 @@ class SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x: (N, H, W, C) -> logits (N, num_classes)."""
-        x = x.astype(self.dtype)
-        n = 0
-        for block in self.blocks:
-            for f in block:
-                k = self.kernel_size
-                if n == 0 and self.first_kernel_size is not None:
-                    k = self.first_kernel_size
-                n += 1
-                x = nn.Conv(
-                    f,
-                    (k, k),
-                    padding=self.padding,
-                    kernel_init=KERAS_KERNEL_INIT,
-                    dtype=self.dtype,
-                    name=f"conv{n}",
-                )(x)
-                x = self.activation(x)
-            if self.pool:
-                x = max_pool_2x2(x)
+        x = conv_blocks(self, x.astype(self.dtype))
         x = x.reshape((x.shape[0], -1))
         for i, d in enumerate(self.dense):
             x = nn.Dense(d, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype, name=f"fc{i + 1}")(x)
