@@ -132,16 +132,34 @@ def run(argv) -> int:
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
     if mode == "summary":
+        from cnnjax import data as data_lib
+        from cnnjax import tasks
         from cnnjax.summary import format_summary, summarize
 
-        exp = loop.build(config)
+        try:
+            exp, described = loop.build(config), False
+        except UserError as unavailable:  # Not prepared here: the shapes still tell the model.
+            try:
+                task = tasks.TASKS.get(str(config.get("task", "classification")))
+                keys = task.target_keys if task else ("label",)
+                stand_in = data_lib.describe(config.data, keys, config.batch_size)
+                exp, described = loop.build(config, stand_in), True
+            except Exception:  # noqa: BLE001 - no description either: the first error says why.
+                raise unavailable from None
         print(format_summary(summarize(exp.model, exp.data.image_shape)))
-        print(
-            f"data: {exp.data.name}, {exp.data.num_train:,} train / "
-            f"{exp.data.num_test:,} test images of {exp.data.image_shape}, "
-            f"{exp.data.num_classes} classes; {exp.total_steps:,} training steps of "
-            f"{config.batch_size}"
-        )
+        d = exp.data
+        if described:
+            print(
+                f"data: {d.name}, images of {d.image_shape}, {d.num_classes} classes (shapes "
+                "from the TFDS description; the dataset is not prepared here, so training "
+                "would first need it)"
+            )
+        else:
+            print(
+                f"data: {d.name}, {d.num_train:,} train / {d.num_test:,} test images of "
+                f"{d.image_shape}, {d.num_classes} classes; {exp.total_steps:,} training steps "
+                f"of {config.batch_size}"
+            )
         return 0
     if mode == "predict":
         from cnnjax import predict
@@ -208,7 +226,6 @@ def run(argv) -> int:
         return 0
 
     workdir = FLAGS.workdir or _default_workdir(name)
-    print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
     outcome = loop.train_and_evaluate(config, workdir, experiment_name=name)
     if outcome.status == "completed" and outcome.eval_metrics:
         m, metric = outcome.eval_metrics, config.best_metric

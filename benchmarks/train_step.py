@@ -48,6 +48,8 @@ def main():
                     ("batch_size", batch),
                     ("dtype", args.dtype),
                     ("data.image_size", str(args.image_size)),
+                    ("data.synthetic.channels", str(args.channels)),
+                    ("data.synthetic.num_classes", str(args.num_classes)),
                     ("augment.crop_padding", "4"),
                     ("augment.flip", "true"),
                 ],

@@ -43,6 +43,29 @@ def device_peak_tflops(device=None) -> float | None:
     return None
 
 
+def mfu_peak(config) -> tuple[float | None, str]:
+    """(peak TFLOP/s per device that MFU divides by, or None; why there is none).
+
+    `benchmark.peak_tflops` > 0 wins. Otherwise the bf16 table, for bf16 compute only: a
+    float32 step measured against a bf16 peak would understate it by a device-dependent factor.
+    """
+    given = float(config.get("benchmark", {}).get("peak_tflops", 0.0) or 0.0)
+    if given > 0:
+        return given, ""
+    from cnnjax.train.loop import compute_dtype
+
+    peak = device_peak_tflops()
+    if peak is None:
+        return None, "no peak known for this device; give --config.benchmark.peak_tflops"
+    if compute_dtype(str(config.dtype)) != np.dtype("bfloat16"):
+        return None, (
+            "the table holds bf16 peaks and this step computes in "
+            f"{np.dtype(compute_dtype(str(config.dtype))).name}; give "
+            "--config.benchmark.peak_tflops"
+        )
+    return peak, ""
+
+
 @dataclasses.dataclass
 class StepTiming:
     images_per_sec: float
@@ -52,6 +75,8 @@ class StepTiming:
     batch_size: int
     train_flops_per_image: float
     mfu: float | None
+    peak_tflops: float | None = None  # What MFU is relative to, per device.
+    no_mfu_reason: str = ""  # Why there is no MFU (when `mfu` is None).
 
 
 def synthetic_like(dataset: data_lib.Dataset, num_examples: int, seed: int = 0):
@@ -103,7 +128,7 @@ def time_train_step(
     ips = steps_per_run * int(config.batch_size) / elapsed
     fwd = summarize(exp.model, data.image_shape).flops
     train_flops = 3.0 * fwd
-    peak = device_peak_tflops()
+    peak, why = mfu_peak(config)
     n_dev = exp.mesh.devices.size
     mfu = train_flops * ips / (peak * 1e12 * n_dev) if peak else None
     return StepTiming(
@@ -114,6 +139,8 @@ def time_train_step(
         int(config.batch_size),
         train_flops,
         mfu,
+        peak,
+        why,
     )
 
 
@@ -179,7 +206,11 @@ def time_stream_pipeline(
 
 def format_timing(name: str, t: StepTiming) -> str:
     dev = jax.devices()[0]
-    mfu = f"{100 * t.mfu:.1f}%" if t.mfu is not None else "n/a (no peak known for this device)"
+    mfu = (
+        f"{100 * t.mfu:.1f}% of {t.peak_tflops:g} TFLOP/s per device"
+        if t.mfu is not None
+        else f"n/a ({t.no_mfu_reason})"
+    )
     return "\n".join(
         [
             f"{name}: train step on {jax.device_count()} x {dev.device_kind} ({dev.platform})",

@@ -22,6 +22,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.train_split = "train"  # TFDS split strings; slices like "train[:90%]" work.
     c.data.test_split = "test"
     c.data.download = False  # TFDS: prepare the dataset if missing (needs cnnjax[prepare]).
+    # Generated sources (synthetic, shapes): examples per split; 0 keeps the source's default.
+    c.data.num_train = 0
+    c.data.num_test = 0
+    # `synthetic` (random tensors for benchmarks): channels and classes; data.image_size sets
+    # the side (32 when 0).
+    c.data.synthetic = ml_collections.ConfigDict({"channels": 3, "num_classes": 10})
     c.data.feeding = "auto"  # device (upload once) | stream (grain, host decode) | auto.
     # Input preprocessing (cnnjax/data/preprocessing.py): dataset (its own mean/std) |
     # inception ([-1, 1]: Xception, MobileNet) | caffe (minus the ImageNet mean pixel: Keras'
@@ -34,6 +40,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.augment.flip = False  # Random horizontal flip.
     c.augment.cutout = 0  # Side of a random square set to the mean (0: off; DeVries & Taylor).
     c.augment.inception_crop = False  # Streaming only: random-resized crop to data.image_size.
+    # Flip test-time augmentation: evaluate each test image and its mirror image and average
+    # the class probabilities (classification).
+    c.augment.test_flip = False
 
     c.batch_size = 128
     c.eval_batch_size = 0  # 0 -> batch_size.
@@ -133,4 +142,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.benchmark = ml_collections.ConfigDict()  # --mode=benchmark
     c.benchmark.steps = 20  # Timed steps, after ...
     c.benchmark.warmup = 3  # ... this many untimed ones.
+    # Peak TFLOP/s of one device for MFU; 0: cnnjax.benchmark's bf16 table (none for CPUs).
+    c.benchmark.peak_tflops = 0.0
     return c

@@ -55,7 +55,24 @@ def test_list_shows_experiments_with_descriptions():
         (["--experiment=quickstart", "--experimnt=x"], ["Unknown flag --experimnt", "experiment"]),
         (["--experiment=quickstart", "--mode=trian"], ["trian"]),
         (["--experiment=quickstart", "--config.batch_size=5000"], ["batch_size=5000"]),
-        (["--experiment=quickstart", "--config.data.image_size=4"], ["cannot take", "image_size"]),
+        (
+            ["--experiment=quickstart", "--config.data.image_size=4"],
+            ["cannot be built", "image_size"],
+        ),
+        (["--experiment=quickstart", "--config.batch_size=0"], ["batch_size=0", "at least 1"]),
+        (["--experiment=quickstart", "--workdir=README.md"], ["README.md is a file"]),
+        (
+            ["--experiment=quickstart", "--config.model.num_classes=5"],
+            ["model.num_classes", "from the dataset"],
+        ),
+        (
+            ["--experiment=quickstart", "--config.best_metric=acc"],
+            ["best_metric='acc'", "'accuracy'"],
+        ),
+        (
+            ["--experiment=quickstart", "--config.model.name=fcn8s"],
+            ["'fcn8s' does not fit task 'classification'"],
+        ),
         (
             ["--experiment=quickstart", "--mode=eval", "--workdir=/nonexistent/run"],
             ["No readable checkpoint"],
@@ -157,6 +174,19 @@ def test_summary_mode_prints_the_keras_style_table():
     assert "Trainable params: 62,558" in proc.stdout  # LeNet-5 on 1-channel digits.
     assert "Forward FLOPs per image" in proc.stdout and "conv1 (Conv)" in proc.stdout
     assert "1,438 train / 359 test" in proc.stdout
+
+
+def test_summary_needs_no_prepared_dataset(tmp_path):
+    """The README's `vgg_blocks_cifar --mode=summary` works on a fresh install: the shapes come
+    from the TFDS description when CIFAR-10 is not prepared."""
+    proc = launch(
+        ["--experiment=vgg_blocks_cifar", "--mode=summary"],
+        env={"TFDS_DATA_DIR": str(tmp_path)},
+        check=True,
+    )
+    assert "Trainable params: 1,186,378" in proc.stdout
+    assert "cifar10, images of (32, 32, 3), 10 classes" in proc.stdout
+    assert "not prepared here" in proc.stdout
 
 
 def test_predict_without_images_or_a_run_is_a_clear_error():

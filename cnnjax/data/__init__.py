@@ -253,6 +253,55 @@ def load(data_config) -> Dataset:
     )
 
 
+def describe(data_config, target_keys=("label",), num_examples: int = 1) -> Dataset:
+    """A stand-in for a TFDS dataset that is not prepared here, for `--mode=summary`: the
+    image shape and class names from the TFDS code's feature description (no files needed),
+    `num_examples` blank examples per split (read-only views of one) with the `target_keys` a
+    task asks for (zero labels, full-image boxes, background masks). Raises `UserError` when
+    even the description is unavailable.
+
+    Only shapes are real: the mean/std are 0.5, and the split sizes are `num_examples`."""
+    name = data_config.name
+    if name.startswith(FOLDER_PREFIX) or name in SOURCES:
+        return load(data_config)
+    tfds_builder = tfds_source.builder(name, data_dir=data_config.get("data_dir", "") or None)
+    _, _, class_names = tfds_source.feature_keys(tfds_builder.info.features)
+    shape = _tfds_image_shape(data_config, tfds_builder)
+    if None in shape:
+        raise UserError(
+            f"{name} has images of varying sizes: set --config.data.image_size to summarize "
+            "the model at one size (e.g. 224)."
+        )
+    h, w, c = (int(x) for x in shape)
+    blanks = {
+        "box": np.array([[0.0, 0.0, 1.0, 1.0]], np.float32),
+        "boxes": np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32),
+        "classes": np.zeros((1, 1), np.int32),
+        "num_objects": np.ones((1,), np.int32),
+        "mask": np.zeros((1, h, w), np.uint8),
+    }
+    n = max(1, int(num_examples))
+    many = lambda a: np.broadcast_to(a, (n, *a.shape[1:]))  # noqa: E731 - no copies.
+    targets = {k: many(blanks[k]) for k in target_keys if k in blanks}
+    image, label = many(np.zeros((1, h, w, c), np.uint8)), many(np.zeros((1,), np.int32))
+    half = np.full((c,), 0.5, np.float32)
+    return Dataset(
+        name=name,
+        class_names=class_names,
+        mean=half,
+        std=half,
+        train_images=image,
+        train_labels=label,
+        test_images=image,
+        test_labels=label,
+        train_targets=targets,
+        test_targets=dict(targets),
+        mask_class_names=tfds_source.SEGMENTATION_MASKS.get(
+            tfds_source._base_name(name), (None, None, ())
+        )[2],
+    )
+
+
 # Source keys "{split}_{key}" -> Dataset target names (the rest of a source's keys are its own).
 _TARGET_NAMES = {"boxes": "boxes", "classes": "classes", "num_objects": "num_objects"}
 _MASK_SOURCE_KEYS = ("masks", "mask")

@@ -260,8 +260,8 @@ def load_shapes(data_config) -> dict:
     max_objects = int(data_config.get("max_objects", 1))
     out = {"class_names": CLASS_NAMES, "mask_class_names": MASK_CLASS_NAMES}
     for split, n, seed in (
-        ("train", int(data_config.get("num_train", NUM_TRAIN)), TRAIN_SEED),
-        ("test", int(data_config.get("num_test", NUM_TEST)), TEST_SEED),
+        ("train", int(data_config.get("num_train", 0) or NUM_TRAIN), TRAIN_SEED),
+        ("test", int(data_config.get("num_test", 0) or NUM_TEST), TEST_SEED),
     ):
         scenes = generate(
             n, image_size=size, seed=seed, max_objects=max_objects, min_size=_MIN_SIZE

@@ -36,13 +36,14 @@ def load_synthetic(
 
 
 def from_config(data_config) -> dict:
-    """The `synthetic` source. Optional data_config keys: num_train, num_test, image_size (32 if
-    0), channels (3), num_classes (10), seed (0)."""
+    """The `synthetic` source. data_config keys: num_train, num_test (0: the defaults above),
+    image_size (32 if 0), synthetic.channels (3), synthetic.num_classes (10), seed (0)."""
     size = int(data_config.get("image_size", 0) or 0) or 32
+    own = data_config.get("synthetic") or {}
     return load_synthetic(
-        num_train=int(data_config.get("num_train", NUM_TRAIN)),
-        num_test=int(data_config.get("num_test", NUM_TEST)),
-        image_shape=(size, size, int(data_config.get("channels", 3))),
-        num_classes=int(data_config.get("num_classes", 10)),
+        num_train=int(data_config.get("num_train", 0) or NUM_TRAIN),
+        num_test=int(data_config.get("num_test", 0) or NUM_TEST),
+        image_shape=(size, size, int(own.get("channels", 3))),
+        num_classes=int(own.get("num_classes", 10)),
         seed=int(data_config.get("seed", 0)),
     )

@@ -76,8 +76,9 @@ def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image[:, ::-1] if rng.random() < 0.5 else image
 
 
-def pad_crop(image: np.ndarray, rng: np.random.Generator, padding: int,
-             mode: str = "constant") -> np.ndarray:
+def pad_crop(
+    image: np.ndarray, rng: np.random.Generator, padding: int, mode: str = "constant"
+) -> np.ndarray:
     """Pad by `padding` pixels (zeros or reflection) and crop back at a random offset: the host
     twin of `pipeline.random_crop`. image: uint8 (H, W, C)."""
     if padding <= 0:
@@ -86,12 +87,12 @@ def pad_crop(image: np.ndarray, rng: np.random.Generator, padding: int,
     dy, dx = (int(v) for v in rng.integers(0, 2 * padding + 1, size=2))
     if mode != "constant":
         padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode=mode)
-        return padded[dy:dy + h, dx:dx + w]
+        return padded[dy : dy + h, dx : dx + w]
     # Zero padding without np.pad (slow on small images): copy the overlap into zeros.
     sy, sx = dy - padding, dx - padding  # Window origin in the unpadded image.
     out = np.zeros_like(image)
     y0, y1, x0, x1 = max(0, sy), min(h, sy + h), max(0, sx), min(w, sx + w)
-    out[y0 - sy:y1 - sy, x0 - sx:x1 - sx] = image[y0:y1, x0:x1]
+    out[y0 - sy : y1 - sy, x0 - sx : x1 - sx] = image[y0:y1, x0:x1]
     return out
 
 

@@ -121,8 +121,18 @@ class Task:
         del model, variables, sample, path, tag
 
 
-def model_kwargs(config) -> dict:
-    """Every key under `config.model` except "name": the model constructor's arguments."""
+def model_kwargs(config, *, set_by_task=("num_classes",)) -> dict:
+    """Every key under `config.model` except "name": the model constructor's arguments.
+
+    UserError for a key in `set_by_task`: the task derives it (e.g. num_classes from the
+    dataset), so a value in the config would contradict the data."""
+    for key in set_by_task:
+        if key in config.model:
+            raise UserError(
+                f"--config.model.{key} is not a setting: the task sets it from the dataset "
+                f"({config.data.name}). Remove it; to use fewer classes, pick a dataset "
+                "with fewer."
+            )
     return {k: v for k, v in config.model.items() if k != "name"}
 
 

@@ -197,8 +197,10 @@ def _eval_batch_size(config, num_devices: int) -> int:
     return -(-bs // num_devices) * num_devices
 
 
-def _make_batch_sums(data, mesh, task):
-    eval_step = steps.make_eval_step(task=task)
+def _make_batch_sums(config, data, mesh, task):
+    eval_step = steps.make_eval_step(
+        task=task, flip_tta=bool(config.augment.get("test_flip", False))
+    )
     batch_sharding = parallel.data_sharded(mesh)
 
     def batch_sums(state, batch):
@@ -218,7 +220,7 @@ class DeviceEvaluator:
         bs = _eval_batch_size(config, mesh.devices.size)
         padded = pipeline.pad_for_eval(data.arrays("test", task.target_keys), bs)
         self.arrays = parallel.replicate(padded, mesh)
-        batch_sums = _make_batch_sums(data, mesh, task)
+        batch_sums = _make_batch_sums(config, data, mesh, task)
 
         def evaluate(state, arrays):
             first = jax.eval_shape(batch_sums, state, jax.tree.map(lambda a: a[0], arrays))
@@ -232,6 +234,10 @@ class DeviceEvaluator:
 
     def compile(self, state) -> None:
         self._fn = self._jit.lower(_for_eval(state), self.arrays).compile()
+
+    def abstract_sums(self, state):
+        """Shapes and dtypes of what `__call__` returns (traced, not compiled)."""
+        return self._jit.eval_shape(_for_eval(state), self.arrays)
 
     def __call__(self, state) -> dict:
         """Summed metrics over the test split, on the host."""
@@ -250,7 +256,7 @@ class StreamEvaluator:
         self.image_shape = data.image_shape
         self.sharding = parallel.data_sharded(mesh)
         self.num_threads = int(config.data.get("num_threads", 16))
-        batch_sums = _make_batch_sums(data, mesh, _task(config, data, task))
+        batch_sums = _make_batch_sums(config, data, mesh, _task(config, data, task))
         repl = parallel.replicated(mesh)
 
         def accumulate(sums, state, batch):
@@ -263,6 +269,16 @@ class StreamEvaluator:
 
     def compile(self, state) -> None:
         del state  # Compiled on first use: evaluation runs rarely and shapes never change.
+
+    def abstract_sums(self, state):
+        """Shapes and dtypes of what `__call__` returns (traced, not compiled)."""
+        local = jax.ShapeDtypeStruct((self.batch_size,), np.float32)
+        batch = {
+            "image": jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), np.uint8),
+            "label": jax.ShapeDtypeStruct((self.batch_size,), np.int32),
+            "weight": local,
+        }
+        return self._batch_sums.eval_shape(_for_eval(state), batch)
 
     def _local_batches(self):
         import grain

@@ -5,6 +5,8 @@ sums on device -> host at log steps -> metrics.jsonl / TensorBoard / progress ba
 jitted scan over the padded test split; orbax checkpoints; SIGTERM -> save and exit 0.
 """
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +21,7 @@ import optax
 
 from cnnjax import data as data_lib
 from cnnjax import parallel, tasks
-from cnnjax.errors import UserError
+from cnnjax.errors import UserError, did_you_mean
 from cnnjax.train import checkpoint, feeds, optim, transfer, writers
 from cnnjax.train.progress import Progress
 from cnnjax.train.state import TrainState, count_params, create_train_state
@@ -115,6 +117,7 @@ class Experiment:
 
 def build(config, data: data_lib.Dataset | None = None) -> Experiment:
     """Resolves the dataset (unless given), model, mesh and optimizer of `config`."""
+    check_numbers(config)  # Before loading data: a typo fails in a second.
     data = data_lib.load(config.data) if data is None else data
     mesh = parallel.make_mesh()
     num_devices = mesh.devices.size
@@ -145,10 +148,13 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
         abstract_state = phases[0].abstract_state
     except (ValueError, TypeError, ZeroDivisionError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        settings = ", ".join(f"{k}={v!r}" for k, v in config.model.items() if k != "name")
         raise UserError(
-            f"Model {config.model.name!r} cannot take {data.name!r} images of shape "
-            f"{data.image_shape}: {first}. Resize with --config.data.image_size=N or pick "
-            "another model."
+            f"Model {config.model.name!r} cannot be built"
+            + (f" with {settings}" if settings else "")
+            + f" for {data.name!r} images of shape {data.image_shape}: {first}. Check the "
+            "--config.model.* values (experiments/base.py and the model's docstring list "
+            "them), resize with --config.data.image_size=N, or pick another model."
         ) from e
     first = phases[0]
     return Experiment(
@@ -165,6 +171,29 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
         phases,
         task,
     )
+
+
+def check_numbers(config) -> None:
+    """UserError for counts and intervals that cannot describe a run (batch_size=0, ...)."""
+    positive = ["batch_size", "log_every_steps"]
+    at_least_zero = ["eval_batch_size", "keep_checkpoints"]
+    for key in positive:
+        if int(config[key]) < 1:
+            raise UserError(f"--config.{key}={config[key]}: it must be at least 1.")
+    for key in at_least_zero:
+        if int(config[key]) < 0:
+            raise UserError(f"--config.{key}={config[key]}: it must be 0 or more.")
+    for key in ("eval_every_steps", "checkpoint_every_steps"):
+        if int(config[key]) < -1:
+            raise UserError(
+                f"--config.{key}={config[key]}: use -1 (every epoch), 0 (only at the end) "
+                "or a number of steps."
+            )
+    if int(config.num_train_steps) <= 0 and not float(config.num_epochs) > 0:
+        raise UserError(
+            f"--config.num_epochs={config.num_epochs} trains nothing: give a positive "
+            "num_epochs, or num_train_steps > 0."
+        )
 
 
 def _phase_specs(config, total_steps: int, steps_per_epoch: int):
@@ -206,22 +235,25 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-def _write_config(config, workdir: str) -> None:
-    """Writes config.json; on resume, says which keys differ from the saved one."""
+def _note_config_changes(config, workdir: str) -> None:
+    """On resume, says which keys differ from the run's saved config.json."""
     path = os.path.join(workdir, "config.json")
-    new = json.loads(config.to_json_best_effort())
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        changed = _diff_keys(old, new)
+        changed = _diff_keys(old, json.loads(config.to_json_best_effort()))
         if changed:
             print(
                 f"note: resuming with a config that differs from {path} in: {', '.join(changed)}",
                 flush=True,
             )
+
+
+def _write_config(config, workdir: str) -> None:
+    """Writes config.json (process 0), once the run's checkpoints are known to fit it."""
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(new, f, indent=2, sort_keys=True)
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(json.loads(config.to_json_best_effort()), f, indent=2, sort_keys=True)
 
 
 def _diff_keys(old, new, prefix=""):
@@ -239,8 +271,11 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     """Trains `config` in `workdir`, resuming from its latest good checkpoint if any."""
     t_start = time.perf_counter()
     exp = build(config)  # Before touching the workdir: a config mistake leaves nothing behind.
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
+    print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
     os.makedirs(workdir, exist_ok=True)
-    _write_config(config, workdir)
+    _note_config_changes(config, workdir)
     cfg = exp.config
     ckpts = checkpoint.Checkpoints(
         os.path.join(workdir, "checkpoints"),
@@ -261,16 +296,23 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
         state = _restored_state(exp, restored, exp.phase_of_state(start_step))
         sums = restored["train_sums"]
         print(f"Resuming from the checkpoint at step {start_step} in {ckpts.directory}", flush=True)
-    writer = writers.MetricWriter(workdir, resume_step=start_step or None)
 
     n_train = exp.data.num_train
     feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings, exp.task)
     phase = exp.phase_of_state(start_step)
     feed.set_phase(phase.state_shardings, phase.freeze_pattern)
+    with _model_must_fit_task(exp):
+        _check_best_metric(exp, evaluator.abstract_sums(_abstract(state)))
+    # The evaluation compiles on a worker thread while the training step compiles and the first
+    # epoch trains: it is first needed at the end of that epoch.
+    eval_compiled = _in_background(evaluator.compile, _abstract(state))
     t_compile = time.perf_counter()
-    feed.compile(state, sums)
-    evaluator.compile(state)
+    with _model_must_fit_task(exp):
+        feed.compile(state, sums)
     compile_s = time.perf_counter() - t_compile
+    # Only now: a run whose checkpoints or settings do not fit keeps its own config.json.
+    _write_config(config, workdir)
+    writer = writers.MetricWriter(workdir, resume_step=start_step or None)
 
     spe, total = exp.steps_per_epoch, exp.total_steps
     log_every = max(1, int(cfg.log_every_steps))
@@ -324,6 +366,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     def run_eval(step):
         nonlocal last_eval
+        eval_compiled.result()  # Raises the compilation's error, if any.
         result, arrays = exp.task.finalize(evaluator(state))
         last_eval = {**result, **arrays}
         emit(
@@ -419,6 +462,7 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
 
     if status == "completed" and last_eval is None:
         # Resumed a finished run: evaluate the final state again for the report and pictures.
+        eval_compiled.result()
         result, arrays = exp.task.finalize(evaluator(state))
         last_eval = {**result, **arrays}
     feed.close()
@@ -436,6 +480,53 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
             name=name,
         )
     return Outcome(status=status, step=step, eval_metrics=last_eval)
+
+
+@contextlib.contextmanager
+def _model_must_fit_task(exp: Experiment):
+    """Turns the shape errors of tracing a step into a UserError: a model of another kind
+    (e.g. a segmentation network under task=classification) meets the task's loss."""
+    try:
+        yield
+    except (TypeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise UserError(
+            f"Model {exp.config.model.name!r} does not fit task {exp.task.name!r} on "
+            f"{exp.data.name}: {first}. Pick a model made for this task (--list shows each "
+            "experiment's model and task; docs/ describes them)."
+        ) from e
+
+
+def _check_best_metric(exp: Experiment, abstract_sums) -> None:
+    """UserError, before any training, unless the task reports `config.best_metric`."""
+    ones = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), abstract_sums)  # No 0/0.
+    with np.errstate(all="ignore"):
+        names = sorted(exp.task.finalize(ones)[0])
+    metric = exp.config.best_metric
+    if metric not in names:
+        raise UserError(
+            f"--config.best_metric={metric!r} is not a metric of task {exp.task.name!r}."
+            f"{did_you_mean(metric, names)} Its metrics: {', '.join(names)}."
+        )
+
+
+def _in_background(fn, *args) -> concurrent.futures.Future:
+    """Runs `fn(*args)` on a new daemon thread; the future gives its result or error."""
+    future = concurrent.futures.Future()
+
+    def run():
+        try:
+            future.set_result(fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future.
+            future.set_exception(e)
+
+    threading.Thread(target=run, name="compile", daemon=True).start()
+    return future
+
+
+def _abstract(tree):
+    """Shapes, dtypes and shardings of `tree`: what compiling needs, safe after donation."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def restore_best(config, workdir: str, exp: Experiment | None = None):
@@ -457,6 +548,8 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     if best is not None:
         try:
             step, restored = best, ckpts.restore(best, target(best))
+        except checkpoint.CheckpointMismatch:
+            raise  # Another config's run: the message says which settings to use.
         except Exception as e:  # noqa: BLE001 - fall back to the newest readable one.
             print(
                 f"warning: best checkpoint (step {best}) is unreadable ({type(e).__name__}); "

@@ -8,8 +8,10 @@ batch: {"image": float (B, H, W, C) normalized, the task's targets ("label": int
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
+from cnnjax.errors import UserError
 from cnnjax.tasks import classification
 from cnnjax.train.state import TrainState
 
@@ -72,14 +74,35 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(*, num_classes: int | None = None, task=None):
+def flip_averaged_logits(apply, images):
+    """Flip test-time augmentation: the log of the class probabilities averaged over `images`
+    and their mirror images (a valid logits array: its softmax is that average)."""
+    both = apply(jnp.concatenate([images, images[:, :, ::-1]], axis=0))
+    probs = jax.nn.softmax(both.astype(jnp.float32), axis=-1)
+    n = images.shape[0]
+    return jnp.log((probs[:n] + probs[n:]) / 2)
+
+
+def make_eval_step(*, num_classes: int | None = None, task=None, flip_tta: bool = False):
     """Returns `eval_step(state, batch) -> metric sums` of `task.eval_sums` (padding rows have
     batch["weight"] 0). Without a task, classification (see `cnnjax.train.metrics`): the
     evaluation loss is the plain cross-entropy (no label smoothing), the test NLL.
+
+    flip_tta: classify each image and its mirror image in one batch and average the class
+    probabilities (`augment.test_flip`; classification only).
     """
+    if flip_tta and task is not None and task.name != "classification":
+        raise UserError(
+            f"augment.test_flip averages class probabilities, which task={task.name!r} does "
+            "not output; leave it off for this task."
+        )
 
     def eval_step(state: TrainState, batch: dict):
-        outputs = state.apply_fn(state.variables, batch["image"], train=False)
+        if flip_tta:
+            apply = lambda x: state.apply_fn(state.variables, x, train=False)  # noqa: E731
+            outputs = flip_averaged_logits(apply, batch["image"])
+        else:
+            outputs = state.apply_fn(state.variables, batch["image"], train=False)
         if task is not None:
             return task.eval_sums(outputs, batch)
         return classification.eval_sums(

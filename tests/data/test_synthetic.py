@@ -28,10 +28,37 @@ def test_deterministic_per_seed_and_splits_differ():
 
 def test_from_config():
     config = ml_collections.ConfigDict(
-        {"name": "synthetic", "image_size": 0, "num_train": 8, "channels": 1, "num_classes": 3}
+        {
+            "name": "synthetic",
+            "image_size": 0,
+            "num_train": 8,
+            "num_test": 0,
+            "synthetic": {"channels": 1, "num_classes": 3},
+        }
     )
     out = synthetic.from_config(config)
     assert out["train_images"].shape == (8, 32, 32, 1) and len(out["class_names"]) == 3
+    assert len(out["test_images"]) == synthetic.NUM_TEST  # 0: the default.
+
+
+def test_a_1000_class_benchmark_from_the_command_line():
+    """Every experiment takes synthetic data of any class count and channel number."""
+    import experiments
+    from cnnjax import data
+    from cnnjax.overrides import apply_overrides
+
+    config = apply_overrides(
+        experiments.EXPERIMENTS["quickstart"].get_config(),
+        [
+            ("data.name", "synthetic"),
+            ("data.num_train", "16"),
+            ("data.synthetic.num_classes", "1000"),
+            ("data.synthetic.channels", "1"),
+        ],
+    )
+    dataset = data.load(config.data)
+    assert dataset.num_classes == 1000 and dataset.num_train == 16
+    assert dataset.image_shape == (32, 32, 1)
 
 
 def test_bad_arguments():

@@ -65,3 +65,54 @@ def test_restore_on_empty_directory(tmp_path):
     ckpts = Checkpoints(str(tmp_path), keep=1)
     assert ckpts.restore_latest(target()) == (None, None)
     ckpts.close()
+
+
+def test_another_configs_checkpoint_is_refused_and_kept(tmp_path):
+    """A readable checkpoint of other shapes (the config changed) is not "corrupt": restoring
+    says how to resume and deletes nothing."""
+    import pytest
+
+    from cnnjax.errors import UserError
+    from cnnjax.train.checkpoint import CheckpointMismatch
+
+    ckpts = Checkpoints(str(tmp_path), keep=3)
+    for step in (1, 2):
+        ckpts.save(step, tree(step))
+    ckpts.close()
+    wider = {"w": jax.ShapeDtypeStruct((5,), jnp.float32), "step": target()["step"]}
+    ckpts = Checkpoints(str(tmp_path), keep=3)
+    with pytest.raises(CheckpointMismatch) as raised:
+        ckpts.restore_latest(wider)
+    assert isinstance(raised.value, UserError)  # launch.py: one line, exit 2.
+    message = str(raised.value)
+    assert "step 2" in message and "config.json" in message and "--workdir" in message
+    assert "(4,)" in message and "(5,)" in message
+    assert ckpts.steps() == [1, 2]
+    step, restored = ckpts.restore_latest(target())  # The run's own shapes still restore.
+    assert step == 2
+    np.testing.assert_array_equal(restored["w"], np.full((4,), 2.0))
+    ckpts.close()
+
+
+def test_save_returns_before_the_write_and_survives_donation(tmp_path):
+    """`save` snapshots the arrays on device: deleting (donating) them right after does not
+    change what lands on disk."""
+    ckpts = Checkpoints(str(tmp_path), keep=2)
+    live = tree(7)
+    ckpts.save(7, live)
+    for x in jax.tree.leaves(live):
+        x.delete()  # What a donating train step does to the state's buffers.
+    ckpts.wait()
+    _, restored = ckpts.restore_latest(target())
+    np.testing.assert_array_equal(restored["w"], np.full((4,), 7.0))
+    ckpts.close()
+
+
+def test_best_by_loss_keeps_the_lowest(tmp_path):
+    ckpts = Checkpoints(str(tmp_path), keep=1, best_metric="loss")
+    for step, loss in {1: 0.9, 2: 0.2, 3: 0.5, 4: 0.7}.items():
+        ckpts.save(step, tree(step), metrics={"loss": loss})
+        ckpts.wait()
+    assert ckpts.best_step() == 2
+    assert ckpts.steps() == [2, 4]  # The lowest loss plus the newest.
+    ckpts.close()

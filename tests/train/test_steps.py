@@ -117,3 +117,26 @@ def test_bfloat16_compute_keeps_float32_parameters():
     )
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new_state.params))
     assert sums["loss_sum"].dtype == jnp.float32 and np.isfinite(float(sums["loss_sum"]))
+
+
+def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
+    model = TinyBN()
+    state = create_train_state(model, optax.sgd(0.1), jax.random.key(0), (8, 8, 1))
+    batch = {**_batch(n=6), "weight": jnp.ones(6)}
+    apply = lambda x: model.apply(state.variables, x, train=False)  # noqa: E731
+    p = (
+        jax.nn.softmax(apply(batch["image"])) + jax.nn.softmax(apply(batch["image"][:, :, ::-1]))
+    ) / 2  # By hand: the mean of the two probability vectors.
+    sums = jax.jit(steps.make_eval_step(num_classes=3, flip_tta=True))(state, batch)
+    nll = -np.log(np.asarray(p)[np.arange(6), np.asarray(batch["label"])]).sum()
+    np.testing.assert_allclose(float(sums["loss_sum"]), nll, rtol=1e-5)
+    correct = (np.asarray(p).argmax(-1) == np.asarray(batch["label"])).sum()
+    assert float(sums["correct"]) == correct
+
+    # On mirror-symmetric images TTA changes nothing.
+    sym = batch["image"] + batch["image"][:, :, ::-1]
+    plain = jax.jit(steps.make_eval_step(num_classes=3))(state, {**batch, "image": sym})
+    tta = jax.jit(steps.make_eval_step(num_classes=3, flip_tta=True))(
+        state, {**batch, "image": sym}
+    )
+    np.testing.assert_allclose(float(tta["loss_sum"]), float(plain["loss_sum"]), rtol=1e-5)
