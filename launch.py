@@ -128,6 +128,8 @@ def run(argv) -> int:
     from cnnjax.train import loop
 
     _enable_compilation_cache(FLAGS.compilation_cache)
+    if config.get("deterministic", False):
+        _deterministic_gpu_kernels()
     parallel.initialize_distributed(
         FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
@@ -245,6 +247,15 @@ def _enable_compilation_cache(directory: str) -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", os.path.expanduser(directory))
+
+
+def _deterministic_gpu_kernels() -> None:
+    """Asks XLA for deterministic GPU kernels (no atomics in reductions, fixed algorithm
+    choices); read when the backend starts, which has not happened yet here."""
+    flag = "--xla_gpu_deterministic_ops=true"
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 
 def main(argv):

@@ -76,6 +76,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.label_smoothing = 0.0
     c.dtype = "auto"  # auto (bfloat16 on GPU/TPU, float32 on CPU) | float32 | bfloat16
+    # GPU: deterministic kernels (XLA's --xla_gpu_deterministic_ops), so a resumed or repeated
+    # run is bit-identical there too, at some speed cost. CPU and TPU runs already are.
+    c.deterministic = False
 
     c.log_every_steps = 50
     c.eval_every_steps = -1

@@ -7,6 +7,7 @@ devices and produces batches inside jitted code.
 
 import dataclasses
 import functools
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -145,19 +146,7 @@ def _stream_tfds(data_config, tfds_builder) -> Dataset:
             data_config.get("test_split", "test"),
         )
     )
-    base = tfds_source._base_name(name)
-    if base in stats.NORMALIZATION:
-        mean, std = stats.normalization(base)
-    else:  # Statistics from a sample of training images, decoded on the spot.
-        from cnnjax.data import transforms
-
-        sample = np.stack(
-            [
-                transforms.center_crop(transforms.decode(train[i]["image"]), 64, 1.0)
-                for i in range(0, len(train), max(1, len(train) // 256))
-            ][:256]
-        )
-        mean, std = stats.normalization(base, sample)
+    mean, std = _streamed_stats(tfds_source._base_name(name), train)
     return Dataset(
         name=name,
         class_names=class_names,
@@ -169,10 +158,54 @@ def _stream_tfds(data_config, tfds_builder) -> Dataset:
     )
 
 
+def _streamed_stats(base: str, train) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) from the table, else from up to 256 training records decoded on the spot."""
+    if base in stats.NORMALIZATION:
+        return stats.normalization(base)
+    from cnnjax.data import transforms
+
+    sample = np.stack(
+        [
+            transforms.center_crop(transforms.decode(train[i]["image"]), 64, 1.0)
+            for i in range(0, len(train), max(1, len(train) // 256))
+        ][:256]
+    )
+    return stats.normalization(base, sample)
+
+
+def _stream_folder(data_config) -> Dataset:
+    """An image folder read file by file during training (too big for device memory)."""
+    size = int(data_config.get("image_size", 0) or 0)
+    if size <= 0:
+        raise UserError(
+            f"{data_config.name} is streamed (bigger than device memory, or feeding=stream), "
+            "which needs one image size: set --config.data.image_size (e.g. 224)."
+        )
+    path = os.path.abspath(os.path.expanduser(data_config.name.removeprefix(FOLDER_PREFIX)))
+    class_names, files = folder.list_files(path)
+    train, test = (folder.FolderSource(files[split]) for split in folder.SPLITS)
+    mean, std = _streamed_stats(data_config.name, train)
+    return Dataset(
+        name=data_config.name,
+        class_names=class_names,
+        mean=mean,
+        std=std,
+        train_source=train,
+        test_source=test,
+        stream_image_shape=(size, size, 3),
+    )
+
+
 def _load_raw(data_config):
     """The in-memory arrays of a source, or a streaming Dataset for big TFDS sets."""
     name = data_config.name
     if name.startswith(FOLDER_PREFIX):
+        feeding = data_config.get("feeding", "auto")
+        path, size = name.removeprefix(FOLDER_PREFIX), int(data_config.get("image_size", 0) or 0)
+        if feeding == "stream" or (
+            feeding == "auto" and folder.pixel_bytes(path, size) > IN_MEMORY_LIMIT_BYTES
+        ):
+            return _stream_folder(data_config)
         return folder.from_config(data_config)
     if name in SOURCES:
         return SOURCES[name](data_config)

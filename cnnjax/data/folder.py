@@ -5,6 +5,9 @@ some, but may not add any). Images are decoded once, in parallel, and the arrays
 .npz keyed by the file list, their sizes and mtimes, and image_size: any change to the tree
 rebuilds the cache, and an unchanged tree loads it without decoding anything.
 
+A folder too big for device memory (or `data.feeding=stream`) is streamed instead:
+`FolderSource` hands the streaming feed each file's bytes, decoded to RGB in its threads.
+
 Colour: a set whose images are all grayscale (PIL modes 1, L, LA and 16-bit I) loads as
 (N, H, W, 1); any colour image makes the whole set RGB, with gray images repeated over the
 three channels. Alpha is dropped. Resizing (image_size > 0) stretches to a square, as
@@ -240,6 +243,36 @@ def _write_cache(cache_file: str, folder_id: str, arrays: dict[str, np.ndarray])
     for entry in os.scandir(directory):
         if entry.name.startswith(f"{folder_id}-") and entry.path != cache_file:
             os.remove(entry.path)
+
+
+class FolderSource:
+    """Random access over one split's files as records {"image": encoded bytes, "label"}: what
+    the streaming feed reads, decoding (to RGB) in its worker threads."""
+
+    def __init__(self, files: list[tuple[str, int]]):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        file, label = self.files[i]
+        with open(file, "rb") as f:
+            return {"image": f.read(), "label": np.int32(label)}
+
+
+def pixel_bytes(path: str, image_size: int = 0) -> int:
+    """The uint8 bytes the folder's images take decoded as RGB, at `image_size` (> 0) or at
+    the first training image's size (read from its header alone)."""
+    from PIL import Image
+
+    _, files = list_files(os.path.abspath(os.path.expanduser(path)))
+    n = sum(len(files[split]) for split in SPLITS)
+    if image_size > 0:
+        return n * image_size * image_size * 3
+    with Image.open(files["train"][0][0]) as im:
+        width, height = im.size
+    return n * height * width * 3
 
 
 def from_config(data_config) -> dict:

@@ -170,3 +170,45 @@ def test_worker_processes_decode_the_same_pixels_in_the_same_order(tmp_path, mon
     parallel = folder.load_folder(root, cache_dir=str(tmp_path / "c2"), num_workers=2)
     for key in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(parallel[key], serial[key])
+
+
+def _data_config(root, **kw):
+    import ml_collections
+
+    return ml_collections.ConfigDict({"name": f"folder:{root}", "image_size": 0, **kw})
+
+
+def test_streamed_folder_reads_the_same_images_and_labels(tmp_path):
+    from cnnjax import data
+    from cnnjax.data import transforms
+
+    root = str(tmp_path / "pets")
+    write_tree(root, LAYOUT, size=(6, 6))
+    memory = data.load(_data_config(root, image_size=6))
+    streamed = data.load(_data_config(root, image_size=6, feeding="stream"))
+    assert memory.in_memory and not streamed.in_memory
+    assert streamed.image_shape == (6, 6, 3) and streamed.class_names == ("cat", "dog")
+    assert (streamed.num_train, streamed.num_test) == (5, 3)
+    for split, images, labels, source in (
+        ("train", memory.train_images, memory.train_labels, streamed.train_source),
+        ("test", memory.test_images, memory.test_labels, streamed.test_source),
+    ):
+        for i in range(len(source)):
+            record = source[i]
+            np.testing.assert_array_equal(transforms.decode(record["image"]), images[i], split)
+            assert int(record["label"]) == int(labels[i])
+    # Streamed statistics are estimated from decoded samples (resized to 64 px): close, not equal.
+    np.testing.assert_allclose(streamed.mean, memory.mean, atol=0.02)
+
+
+def test_big_folders_stream_and_need_an_image_size(tmp_path, monkeypatch):
+    from cnnjax import data
+
+    root = str(tmp_path / "pets")
+    write_tree(root, LAYOUT, size=(6, 6))
+    assert folder.pixel_bytes(root) == 8 * 6 * 6 * 3  # From the first image's header.
+    assert folder.pixel_bytes(root, 10) == 8 * 10 * 10 * 3
+    monkeypatch.setattr(data, "IN_MEMORY_LIMIT_BYTES", 100)  # "Too big for the devices."
+    assert not data.load(_data_config(root, image_size=6)).in_memory
+    with pytest.raises(UserError, match="image_size"):
+        data.load(_data_config(root))

@@ -149,6 +149,16 @@ def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
     assert "pip install 'cnnjax[prepare]'" in message and "--config.data.data_dir" in message
 
 
+def test_manual_download_datasets_name_the_files_and_manual_dir(tmp_path):
+    with pytest.raises(UserError) as error:
+        tfds_source.load_tfds("imagenet2012", data_dir=str(tmp_path))
+    message = str(error.value)
+    assert "cannot be downloaded automatically" in message
+    assert "ILSVRC2012_img_train.tar" in message  # TFDS's own instructions, on one line.
+    assert f"tfds build imagenet2012 --data_dir={tmp_path}" in message
+    assert "--manual_dir=" in message and "\n" not in message
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("tensorflow") is not None, reason="TensorFlow would download"
 )
