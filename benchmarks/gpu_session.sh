@@ -45,4 +45,12 @@ if [ -d $data/train ]; then
     quiet < "$OUT/e2e_$run.log" | grep -E "compiled in|^done|WALL" | tee -a "$OUT/summary.txt"
     cp /tmp/r18/metrics.jsonl "$OUT/metrics_$run.jsonl" 2>/dev/null
   done
+  # What the 29 per-epoch evaluations and checkpoints cost: the warm run again, evaluating
+  # (and so checkpointing) only at the end.
+  echo "== end to end, warm, evaluation only at the end" | tee -a "$OUT/summary.txt"
+  rm -rf /tmp/r18
+  /usr/bin/time -f "WALL %e s" timeout 240 python3 launch.py --experiment=resnet18_cifar \
+    --workdir=/tmp/r18 --config.data.name=folder:$data --compilation_cache=/tmp/xla_cache \
+    --config.eval_every_steps=0 --config.checkpoint_every_steps=0 > "$OUT/e2e_final_eval.log" 2>&1
+  quiet < "$OUT/e2e_final_eval.log" | grep -E "compiled in|^done|WALL" | tee -a "$OUT/summary.txt"
 fi
