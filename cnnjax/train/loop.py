@@ -268,7 +268,15 @@ def _diff_keys(old, new, prefix=""):
 
 
 def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Outcome:
-    """Trains `config` in `workdir`, resuming from its latest good checkpoint if any."""
+    """Trains `config` in `workdir`, resuming from its latest good checkpoint if any.
+
+    SIGTERM/SIGINT from the start on (data loading and compilation included) stop the run at
+    the next step boundary with a checkpoint."""
+    with _StopFlag() as stop:
+        return _train_and_evaluate(config, workdir, experiment_name, stop)
+
+
+def _train_and_evaluate(config, workdir: str, experiment_name: str, stop: _StopFlag) -> Outcome:
     t_start = time.perf_counter()
     exp = build(config)  # Before touching the workdir: a config mistake leaves nothing behind.
     if os.path.exists(workdir) and not os.path.isdir(workdir):
@@ -378,86 +386,83 @@ def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Ou
     step = start_step
     t_last, step_last = time.perf_counter(), start_step
     status = "completed"
-    with _StopFlag() as stop:
-        while step < total:
-            if exp.phase_at(step) is not phase:
-                phase = exp.phase_at(step)
-                state = _start_phase(exp, phase, state)
-                feed.set_phase(phase.state_shardings, phase.freeze_pattern)
-                feed.compile(state, sums)
-                emit({"step": step, "kind": "phase", "wall_time": time.time()})
-                progress.write(
-                    f"phase {phase.index} from step {step}: everything trainable, "
-                    f"lr {float(phase.schedule(0)):.3g} -> peak "
-                    f"{cfg.transfer.finetune_lr}, fresh optimizer state" + _optim_changes(cfg)
-                )
-            if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
-                os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
-            state, sums = feed.step(state, sums, step)
-            step += 1
-            is_last = step == total
-            if step % log_every == 0 or is_last or stop.signum:
-                host = jax.device_get(sums)  # The one host sync of a log step.
-                check_finite(step, host_sums=host)
-                now = time.perf_counter()
-                ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
-                train_metrics = exp.task.train_metrics(host)
-                loss = train_metrics["loss"]
-                acc = train_metrics.get(exp.task.progress_metric, float("nan"))
-                emit(
-                    {
-                        "step": step,
-                        "epoch": step / spe,
-                        "kind": "train",
-                        **train_metrics,
-                        "lr": float(phase.schedule(step - 1 - phase.start)),
-                        "images_per_sec": ips,
-                        "wall_time": time.time(),
-                        "elapsed_s": time.perf_counter() - t_start,
-                    }
-                )
-                progress.update(
-                    step,
-                    loss=loss,
-                    accuracy=acc,
-                    images_per_sec=ips,
-                    extra=f"epoch {step / spe:.1f}"
-                    + (f" phase {phase.index}/{len(exp.phases)}" if phased else ""),
-                )
-                sums = new_sums()
-                t_last, step_last = time.perf_counter(), step
-            if stop.signum:
-                check_finite(step, params_too=True)
-                ckpts.save(step, {"state": state, "train_sums": sums})
-                ckpts.wait()
-                emit(
-                    {
-                        "step": step,
-                        "kind": "preempted",
-                        "signal": int(stop.signum),
-                        "wall_time": time.time(),
-                    }
-                )
-                progress.close()
-                progress.write(
-                    f"Stopped by signal {stop.signum} at step {step}; checkpoint "
-                    f"saved. Re-run the same command with --workdir={workdir} to "
-                    "resume."
-                )
-                status = "preempted"
-                break
-            eval_metrics = None
-            if (eval_every and step % eval_every == 0) or is_last:
-                eval_metrics = run_eval(step)
-            if (ckpt_every and step % ckpt_every == 0) or eval_metrics or is_last:
-                check_finite(step, params_too=True)
-                ckpts.save(
-                    step,
-                    {"state": state, "train_sums": sums},
-                    metrics={cfg.best_metric: eval_metrics[cfg.best_metric]}
-                    if eval_metrics
-                    else None,
-                )
+    while step < total:
+        if exp.phase_at(step) is not phase:
+            phase = exp.phase_at(step)
+            state = _start_phase(exp, phase, state)
+            feed.set_phase(phase.state_shardings, phase.freeze_pattern)
+            feed.compile(state, sums)
+            emit({"step": step, "kind": "phase", "wall_time": time.time()})
+            progress.write(
+                f"phase {phase.index} from step {step}: everything trainable, "
+                f"lr {float(phase.schedule(0)):.3g} -> peak "
+                f"{cfg.transfer.finetune_lr}, fresh optimizer state" + _optim_changes(cfg)
+            )
+        if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
+            os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
+        state, sums = feed.step(state, sums, step)
+        step += 1
+        is_last = step == total
+        if step % log_every == 0 or is_last or stop.signum:
+            host = jax.device_get(sums)  # The one host sync of a log step.
+            check_finite(step, host_sums=host)
+            now = time.perf_counter()
+            ips = (step - step_last) * cfg.batch_size / max(now - t_last, 1e-9)
+            train_metrics = exp.task.train_metrics(host)
+            loss = train_metrics["loss"]
+            acc = train_metrics.get(exp.task.progress_metric, float("nan"))
+            emit(
+                {
+                    "step": step,
+                    "epoch": step / spe,
+                    "kind": "train",
+                    **train_metrics,
+                    "lr": float(phase.schedule(step - 1 - phase.start)),
+                    "images_per_sec": ips,
+                    "wall_time": time.time(),
+                    "elapsed_s": time.perf_counter() - t_start,
+                }
+            )
+            progress.update(
+                step,
+                loss=loss,
+                accuracy=acc,
+                images_per_sec=ips,
+                extra=f"epoch {step / spe:.1f}"
+                + (f" phase {phase.index}/{len(exp.phases)}" if phased else ""),
+            )
+            sums = new_sums()
+            t_last, step_last = time.perf_counter(), step
+        if stop.signum:
+            check_finite(step, params_too=True)
+            ckpts.save(step, {"state": state, "train_sums": sums})
+            ckpts.wait()
+            emit(
+                {
+                    "step": step,
+                    "kind": "preempted",
+                    "signal": int(stop.signum),
+                    "wall_time": time.time(),
+                }
+            )
+            progress.close()
+            progress.write(
+                f"Stopped by signal {stop.signum} at step {step}; checkpoint "
+                f"saved. Re-run the same command with --workdir={workdir} to "
+                "resume."
+            )
+            status = "preempted"
+            break
+        eval_metrics = None
+        if (eval_every and step % eval_every == 0) or is_last:
+            eval_metrics = run_eval(step)
+        if (ckpt_every and step % ckpt_every == 0) or eval_metrics or is_last:
+            check_finite(step, params_too=True)
+            ckpts.save(
+                step,
+                {"state": state, "train_sums": sums},
+                metrics={cfg.best_metric: eval_metrics[cfg.best_metric]} if eval_metrics else None,
+            )
     progress.close()
 
     if status == "completed" and last_eval is None:

@@ -63,6 +63,30 @@ def test_kill_9_then_rerun_is_bit_identical(tmp_path, feeding):
         ], kind
 
 
+def test_sigterm_during_start_up_still_saves_and_exits_0(tmp_path):
+    """A preemption notice while the run compiles (before step 1) is not a crash: the run
+    stops at the first step boundary with a checkpoint."""
+    workdir = tmp_path / "run"
+    args = [*TINY_QUICKSTART, "--config.batch_size=24", f"--workdir={workdir}"]
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args, "--compilation_cache=off"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (workdir / "checkpoints").exists():  # Made before the restore and the compile.
+        assert time.time() < deadline and proc.poll() is None, "the run never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    preempted = events(workdir, "preempted")
+    assert len(preempted) == 1 and preempted[0]["step"] >= 1
+    assert "checkpoint saved" in out + err
+
+
 def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
     workdir = tmp_path / "run"
     args = [
