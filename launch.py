@@ -210,6 +210,11 @@ def run(argv) -> int:
             f"  input, streaming  {stream_ips:,.0f} images/s "
             "(read + decode + augmentation on the host)"
         )
+        if int(config.benchmark.loop_steps) > 0:
+            loop_timing = benchmark.time_loop(
+                config, steps=int(config.benchmark.loop_steps), dataset=dataset
+            )
+            print(benchmark.format_loop(loop_timing, timing))
         return 0
     if mode == "eval":
         if not FLAGS.workdir:

@@ -26,8 +26,8 @@ if [ -f .data/cifar10_jpeg.npz ] && [ ! -d $data/train ]; then
 fi
 
 echo "== train step, cnnjax" | tee -a "$OUT/summary.txt"
-timeout 150 python3 launch.py --experiment=resnet18_cifar --mode=benchmark --compilation_cache=off \
-  --config.data.name=synthetic --config.benchmark.steps=100 2>&1 | quiet | tail -9 | tee -a "$OUT/summary.txt"
+timeout 300 python3 launch.py --experiment=resnet18_cifar --mode=benchmark --compilation_cache=off \
+  --config.data.name=synthetic --config.benchmark.steps=100 2>&1 | quiet | tail -11 | tee -a "$OUT/summary.txt"
 
 echo "== train step, PyTorch eager and torch.compile" | tee -a "$OUT/summary.txt"
 timeout 200 python3 benchmarks/torch_reference.py --batch=512 --steps=100 2>&1 | grep '^{' | tee -a "$OUT/summary.txt"

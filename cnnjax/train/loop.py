@@ -267,18 +267,30 @@ def _diff_keys(old, new, prefix=""):
     return out
 
 
-def train_and_evaluate(config, workdir: str, *, experiment_name: str = "") -> Outcome:
+def train_and_evaluate(
+    config,
+    workdir: str,
+    *,
+    experiment_name: str = "",
+    data: data_lib.Dataset | None = None,
+    write_report: bool = True,
+) -> Outcome:
     """Trains `config` in `workdir`, resuming from its latest good checkpoint if any.
 
+    data: the dataset, when already loaded (default: `config.data`'s). write_report: the
+    summary.txt and plots at the end (`--mode=benchmark` times the loop without them).
     SIGTERM/SIGINT from the start on (data loading and compilation included) stop the run at
     the next step boundary with a checkpoint."""
     with _StopFlag() as stop:
-        return _train_and_evaluate(config, workdir, experiment_name, stop)
+        return _train_and_evaluate(config, workdir, experiment_name, data, write_report, stop)
 
 
-def _train_and_evaluate(config, workdir: str, experiment_name: str, stop: _StopFlag) -> Outcome:
+def _train_and_evaluate(
+    config, workdir: str, experiment_name: str, data, write_report: bool, stop: _StopFlag
+) -> Outcome:
     t_start = time.perf_counter()
-    exp = build(config)  # Before touching the workdir: a config mistake leaves nothing behind.
+    # Before touching the workdir: a config mistake leaves nothing behind.
+    exp = build(config, data)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
     print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
@@ -473,7 +485,7 @@ def _train_and_evaluate(config, workdir: str, experiment_name: str, stop: _StopF
     feed.close()
     ckpts.close()
     writer.close()
-    if status == "completed" and jax.process_index() == 0:
+    if status == "completed" and write_report and jax.process_index() == 0:
         from cnnjax.train import report  # Local: matplotlib only when there is a report.
 
         report.write_run_report(
