@@ -33,6 +33,13 @@ echo "== train step, PyTorch eager and torch.compile" | tee -a "$OUT/summary.txt
 timeout 200 python3 benchmarks/torch_reference.py --batch=512 --steps=100 2>&1 | grep '^{' | tee -a "$OUT/summary.txt"
 wait
 
+# Depthwise convolutions are slow in XLA on GPU (jax#23713, jax#13800): measured on their own.
+echo "== regular vs depthwise-separable convolutions, and the ImageNet-size families" | tee -a "$OUT/summary.txt"
+timeout 240 python3 benchmarks/train_step.py --models=vgg_blocks,separable_vgg_blocks \
+  --batch=512 --image_size=32 --steps=50 2>&1 | grep '^|' | tee -a "$OUT/summary.txt"
+timeout 400 python3 benchmarks/train_step.py --models=resnet50,xception,mobilenet_v1 \
+  --batch=128 --image_size=224 --num_classes=1000 --steps=20 2>&1 | grep '^|' | tee -a "$OUT/summary.txt"
+
 if [ -d $data/train ]; then
   rm -rf /tmp/xla_cache
   for run in cold warm; do
