@@ -121,8 +121,13 @@ def run(argv) -> int:
             f"Unknown experiment {name!r}.{did_you_mean(name, experiments.EXPERIMENTS)}"
             " --list shows them all."
         )
-    config = apply_overrides(experiments.EXPERIMENTS[name].get_config(), _OVERRIDES)
     mode = FLAGS.mode
+    defaults = experiments.EXPERIMENTS[name].get_config()
+    if mode in ("eval", "predict", "visualize") and FLAGS.workdir:
+        # A trained run is read with the settings it was trained with; the command's own
+        # --config overrides still win.
+        defaults = _with_run_settings(defaults, FLAGS.workdir)
+    config = apply_overrides(defaults, _OVERRIDES)
 
     from cnnjax import parallel
     from cnnjax.train import loop
@@ -242,6 +247,45 @@ def run(argv) -> int:
             flush=True,
         )
     return 0
+
+
+def _with_run_settings(config, workdir: str):
+    """`config` with the values of the run's config.json (written by training) where they
+    differ; keys this version no longer has, or values it cannot take, are left out."""
+    import json
+
+    from cnnjax.errors import UserError
+    from cnnjax.overrides import apply_overrides
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        return config
+    with open(path) as f:
+        saved = _flatten(json.load(f))
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    changed = []
+    for key, value in saved.items():
+        if key in current and current[key] == value or value is None:
+            continue
+        text = value if isinstance(value, str) else json.dumps(value)
+        try:
+            config = apply_overrides(config, [(key, text)])
+        except UserError:
+            continue
+        changed.append(key)
+    if changed:
+        print(f"using the run's settings from {path}: {', '.join(changed)}", flush=True)
+    return config
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _enable_compilation_cache(directory: str) -> None:

@@ -85,7 +85,10 @@ def test_user_mistakes_exit_2_with_one_line(args, needles):
 
 def test_quickstart_end_to_end_shrunk(tmp_path):
     workdir = tmp_path / "run"
-    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
+    # Trained with a non-default head; eval, visualize and predict below are not told so:
+    # they read the run's own settings from its config.json.
+    trained = [*TINY_QUICKSTART, "--config.model.dense=(120,64)"]
+    proc = launch([*trained, f"--workdir={workdir}"], check=True)
     assert "done: test accuracy" in proc.stdout
     for name in (
         "config.json",
@@ -123,6 +126,7 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
     proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}", "--mode=eval"], check=True)
     best = max(evals, key=lambda e: e["accuracy"])
     assert f"accuracy {best['accuracy']:.4f}" in proc.stdout
+    assert "using the run's settings" in proc.stdout and "model.dense" in proc.stdout
 
     # --mode=visualize draws every kind of picture of the run from its best checkpoint.
     proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}", "--mode=visualize"], check=True)
@@ -163,7 +167,7 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
     assert "error: cannot read" in proc.stdout + proc.stderr and "missing.png" in proc.stdout
 
     # Re-running the finished run resumes at the end: nothing retrained, no duplicate events.
-    proc = launch([*TINY_QUICKSTART, f"--workdir={workdir}"], check=True)
+    proc = launch([*trained, f"--workdir={workdir}"], check=True)
     assert "Resuming from the checkpoint at step 40" in proc.stdout
     events_again = [json.loads(ln) for ln in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events_again] == [e["step"] for e in events]
