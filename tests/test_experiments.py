@@ -27,10 +27,13 @@ TFDS_EXPERIMENTS = {
     "simple_cnn_cifar": [],
     "vgg_blocks_cifar": [],
     "separable_vgg_cifar": [],
-    "vgg16_cifar": [],
-    "resnet18_cifar": [],
+    # The deep ones with one block (VGG: one conv) per stage: the same model families, stems,
+    # heads and pipelines at a fraction of the compile time. Their full depths are checked by
+    # the shape tests in tests/models/.
+    "vgg16_cifar": [("model.stage_sizes", "(1, 1, 1, 1, 1)")],
+    "resnet18_cifar": [("model.stage_sizes", "(1, 1, 1, 1)")],
     # Streamed, Inception crops from mock JPEG-sized images down to a CPU-sized 32x32.
-    "resnet50_imagenet": [("data.image_size", "32")],
+    "resnet50_imagenet": [("model.stage_sizes", "(1, 1, 1, 1)"), ("data.image_size", "32")],
     # Both transfer phases, one step each. Its "caffe" inputs are unscaled and suit only
     # pretrained weights (checked against Keras in tests/interop/test_keras.py): a fresh start
     # diverges on them, so this one uses the dataset's statistics. One block per stage.
@@ -81,7 +84,8 @@ def test_simple_cnn_cifar_learns_on_real_cifar10_subset(tmp_path):
             "--experiment=simple_cnn_cifar",
             f"--workdir={tmp_path}",
             f"--config.data.data_dir={SHARED_TFDS}",
-            "--config.num_epochs=4",
+            # 2 epochs reach ~0.49 (4 reached ~0.55).
+            "--config.num_epochs=2",
             "--config.batch_size=64",
             "--config.log_every_steps=20",
         ],
@@ -90,6 +94,6 @@ def test_simple_cnn_cifar_learns_on_real_cifar10_subset(tmp_path):
     assert "5,000 train / 1,000 test" in proc.stdout
     with open(tmp_path / "metrics.jsonl") as f:
         evals = [e for e in map(json.loads, f) if e["kind"] == "eval"]
-    assert len(evals) == 4
+    assert len(evals) == 2  # One per epoch.
     assert evals[-1]["accuracy"] > 0.35, evals  # Chance is 0.10.
     assert evals[-1]["loss"] < evals[0]["loss"]

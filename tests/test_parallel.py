@@ -4,12 +4,14 @@ between device counts; each step function compiles once."""
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
 import numpy as np
-from launching import ROOT, TINY_QUICKSTART, launch
+import pytest
+from launching import ROOT, TINY_QUICKSTART, launch, launch_env
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -19,9 +21,27 @@ def eval_events(workdir):
         return [e for e in map(json.loads, f) if e["kind"] == "eval"]
 
 
-def test_checkpoint_from_8_devices_restores_on_1_and_continues(tmp_path):
+@pytest.fixture(scope="module")
+def eight_device_run(tmp_path_factory):
+    """(workdir, stdout) of the 20-step tiny quickstart finished on 8 fake devices: the run
+    `quickstart_20_steps` (tests/conftest.py) makes on one. Read-only: copy it to resume it."""
+    workdir = tmp_path_factory.mktemp("eight_devices") / "run"
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=20", f"--workdir={workdir}"]
+    return workdir, launch(args, env=EIGHT, check=True).stdout
+
+
+def test_eight_devices_train_like_one(eight_device_run, quickstart_20_steps):
+    workdir, stdout = eight_device_run
+    assert "on 8 cpu device(s)" in stdout
+    one, eight = eval_events(quickstart_20_steps)[-1], eval_events(workdir)[-1]
+    assert one["step"] == eight["step"] == 20
+    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-4)
+    assert abs(eight["accuracy"] - one["accuracy"]) <= 1 / 359
+
+
+def test_checkpoint_from_8_devices_restores_on_1_and_continues(eight_device_run, tmp_path):
+    shutil.copytree(eight_device_run[0], tmp_path, dirs_exist_ok=True)
     args = [*TINY_QUICKSTART, f"--workdir={tmp_path}"]
-    launch([*args, "--config.num_train_steps=20"], env=EIGHT, check=True)
     proc = launch([*args, "--config.num_train_steps=30"], check=True)
     assert "Resuming from the checkpoint at step 20" in proc.stdout
     assert "on 1 cpu device(s)" in proc.stdout
@@ -44,7 +64,7 @@ def test_two_processes_train_together_like_one_process_with_two_devices(tmp_path
     )
 
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = launch_env()  # One cpu device each, as `launch` gives the runs.
     procs = [
         subprocess.Popen(
             [

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from launching import ROOT, TINY_QUICKSTART, launch
+from launching import ROOT, TINY_QUICKSTART, launch, launch_env
 
 RESUME_ARGS = [*TINY_QUICKSTART, "--config.num_train_steps=60", "--config.augment.flip=true"]
 
@@ -98,6 +98,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "launch.py"), *args],
         cwd=ROOT,
+        env=launch_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -154,20 +155,6 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path
     tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / "20" / "default"))
     for leaf in ocp.tree.to_flat_dict(tree["state"]["params"]).values():
         assert np.all(np.isfinite(leaf))
-
-
-def test_eight_devices_train_like_one(tmp_path):
-    args = [*TINY_QUICKSTART, "--config.num_train_steps=20", "--config.eval_every_steps=0"]
-    launch([*args, f"--workdir={tmp_path / 'one'}"], check=True)
-    proc = launch(
-        [*args, f"--workdir={tmp_path / 'eight'}"],
-        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
-        check=True,
-    )
-    assert "on 8 cpu device(s)" in proc.stdout
-    one, eight = events(tmp_path / "one", "eval")[-1], events(tmp_path / "eight", "eval")[-1]
-    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-4)
-    assert abs(eight["accuracy"] - one["accuracy"]) <= 1 / 359
 
 
 def test_streaming_and_on_device_feeding_train_identically(tmp_path):

@@ -97,9 +97,8 @@ def params_at(workdir, step):
     return ocp.tree.to_flat_dict(tree["state"]["params"])
 
 
-def test_two_phase_fine_tune_from_a_checkpoint_resumes_exactly(tmp_path):
-    source = tmp_path / "source"
-    launch([*TINY_QUICKSTART, "--config.num_train_steps=20", f"--workdir={source}"], check=True)
+def test_two_phase_fine_tune_from_a_checkpoint_resumes_exactly(tmp_path, quickstart_20_steps):
+    source = quickstart_20_steps  # A finished 20-step tiny quickstart, read only.
     args = [
         *TINY_QUICKSTART,
         "--config.num_train_steps=30",
