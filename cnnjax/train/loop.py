@@ -293,6 +293,10 @@ def _train_and_evaluate(
     exp = build(config, data)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
+    feed, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
+    with _model_must_fit_task(exp):  # Traces the evaluation: a wrong kind of model fails here.
+        abstract = checkpoint.abstract_like(exp.abstract_state, exp.state_shardings)
+        _check_best_metric(exp, evaluator.abstract_sums(abstract))
     print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
     os.makedirs(workdir, exist_ok=True)
     _note_config_changes(config, workdir)
@@ -318,11 +322,8 @@ def _train_and_evaluate(
         print(f"Resuming from the checkpoint at step {start_step} in {ckpts.directory}", flush=True)
 
     n_train = exp.data.num_train
-    feed, evaluator = feeds.make_feeds(cfg, exp.data, exp.mesh, exp.state_shardings, exp.task)
     phase = exp.phase_of_state(start_step)
     feed.set_phase(phase.state_shardings, phase.freeze_pattern)
-    with _model_must_fit_task(exp):
-        _check_best_metric(exp, evaluator.abstract_sums(_abstract(state)))
     # The evaluation compiles on a worker thread while the training step compiles and the first
     # epoch trains: it is first needed at the end of that epoch.
     eval_compiled = _in_background(evaluator.compile, _abstract(state))

@@ -4,6 +4,8 @@ import numpy as np
 
 from cnnjax.viz._figure import new_figure, save
 
+MAX_NAMED_CLASSES = 60  # Above this, the axes show class indices, not a name per tick.
+
 
 def confusion_matrix(
     confusion: np.ndarray, class_names, *, title: str = "", path: str | None = None
@@ -19,15 +21,19 @@ def confusion_matrix(
     cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     cbar.set_label("fraction of the true class (recall on the diagonal)")
     names = [str(c) for c in class_names]
-    ax.set_xticks(
-        range(n),
-        names,
-        rotation=45 if max(map(len, names)) > 3 else 0,
-        ha="right" if max(map(len, names)) > 3 else "center",
-    )
-    ax.set_yticks(range(n), names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    if n <= MAX_NAMED_CLASSES:
+        ax.set_xticks(
+            range(n),
+            names,
+            rotation=45 if max(map(len, names)) > 3 else 0,
+            ha="right" if max(map(len, names)) > 3 else "center",
+        )
+        ax.set_yticks(range(n), names)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:  # 1000 names would be unreadable and take matplotlib half a minute to lay out.
+        ax.set_xlabel(f"predicted class index (0-{n - 1}; names in summary.txt)")
+        ax.set_ylabel("true class index")
     if n <= 30:
         for i in range(n):
             for j in range(n):

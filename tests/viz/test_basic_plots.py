@@ -34,3 +34,14 @@ def test_confusion_matrix_png(tmp_path):
     assert "accuracy 0.8000" in ax.get_title()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog", "bird"]
     assert path.stat().st_size > 10_000
+
+
+def test_confusion_matrix_of_1000_classes_names_no_ticks(tmp_path):
+    rng = np.random.default_rng(0)
+    m = rng.integers(0, 3, (1000, 1000))
+    path = tmp_path / "cm1000.png"
+    fig = confusion.confusion_matrix(m, [f"class_{i}" for i in range(1000)], path=str(path))
+    ax = fig.axes[0]
+    assert path.stat().st_size > 10_000
+    assert not [t.get_text() for t in ax.get_xticklabels() if t.get_text().startswith("class_")]
+    assert "index" in ax.get_xlabel()
