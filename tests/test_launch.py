@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from launching import ROOT, TINY_QUICKSTART, launch
+from launching import TINY_QUICKSTART, launch
 
 
 def assert_user_error(proc, *needles):
@@ -218,14 +218,11 @@ def test_default_workdir_is_fresh_under_runs():
 
 
 def test_deterministic_asks_xla_for_deterministic_gpu_kernels(monkeypatch):
-    import importlib.util
+    import launch as launch_module  # The module other tests import too: flags defined once.
 
-    spec = importlib.util.spec_from_file_location("launch_module", f"{ROOT}/launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # The only import of launch.py in the test process.
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    module._deterministic_gpu_kernels()
-    module._deterministic_gpu_kernels()  # Idempotent.
+    launch_module._deterministic_gpu_kernels()
+    launch_module._deterministic_gpu_kernels()  # Idempotent.
     assert os.environ["XLA_FLAGS"] == (
         "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
     )
