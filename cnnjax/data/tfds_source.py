@@ -89,7 +89,9 @@ def _prepare(dataset_builder, name: str, data_dir: str) -> None:
 def _not_readable_error(dataset_builder, name: str, data_dir: str) -> UserError | None:
     """Explains why a data source could not be opened, in terms of what the user can do, or
     None when the cause is not one of the known ones."""
-    manual = " ".join(str(getattr(dataset_builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "")).split())
+    manual = " ".join(
+        str(getattr(dataset_builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) or "").split()
+    )
     if not dataset_builder.is_prepared() and manual:
         return UserError(
             f"TFDS dataset {name!r} is not prepared in {dataset_builder.data_path} and cannot "

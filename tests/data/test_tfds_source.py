@@ -147,6 +147,7 @@ def test_unprepared_dataset_says_how_to_prepare_it(tmp_path):
     assert "'cifar10'" in message and str(tmp_path) in message
     assert f"tfds build cifar10 --data_dir={tmp_path} --file_format=array_record" in message
     assert "pip install 'cnnjax[prepare]'" in message and "--config.data.data_dir" in message
+    assert "manual" not in message  # cifar10 downloads by itself.
 
 
 def test_manual_download_datasets_name_the_files_and_manual_dir(tmp_path):
