@@ -272,11 +272,10 @@ class StreamEvaluator:
 
     def abstract_sums(self, state):
         """Shapes and dtypes of what `__call__` returns (traced, not compiled)."""
-        local = jax.ShapeDtypeStruct((self.batch_size,), np.float32)
         batch = {
             "image": jax.ShapeDtypeStruct((self.batch_size, *self.image_shape), np.uint8),
             "label": jax.ShapeDtypeStruct((self.batch_size,), np.int32),
-            "weight": local,
+            "weight": jax.ShapeDtypeStruct((self.batch_size,), np.float32),
         }
         return self._batch_sums.eval_shape(_for_eval(state), batch)
 

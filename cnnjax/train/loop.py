@@ -294,9 +294,12 @@ def _train_and_evaluate(
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
     feed, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
+    # What compiling needs of the state (the evaluation ignores the optimizer state, so the
+    # first phase's shapes serve every phase); safe from the train step's donation.
+    abstract = checkpoint.abstract_like(exp.abstract_state, exp.state_shardings)
     with _model_must_fit_task(exp):  # Traces the evaluation: a wrong kind of model fails here.
-        abstract = checkpoint.abstract_like(exp.abstract_state, exp.state_shardings)
-        _check_best_metric(exp, evaluator.abstract_sums(abstract))
+        eval_sums_shape = evaluator.abstract_sums(abstract)
+    _check_best_metric(exp, eval_sums_shape)
     print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
     os.makedirs(workdir, exist_ok=True)
     _note_config_changes(config, workdir)
@@ -326,7 +329,7 @@ def _train_and_evaluate(
     feed.set_phase(phase.state_shardings, phase.freeze_pattern)
     # The evaluation compiles on a worker thread while the training step compiles and the first
     # epoch trains: it is first needed at the end of that epoch.
-    eval_compiled = _in_background(evaluator.compile, _abstract(state))
+    eval_compiled = _in_background(evaluator.compile, abstract)
     t_compile = time.perf_counter()
     with _model_must_fit_task(exp):
         feed.compile(state, sums)
@@ -540,11 +543,6 @@ def _in_background(fn, *args) -> concurrent.futures.Future:
 
     threading.Thread(target=run, name="compile", daemon=True).start()
     return future
-
-
-def _abstract(tree):
-    """Shapes, dtypes and shardings of `tree`: what compiling needs, safe after donation."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
 def restore_best(config, workdir: str, exp: Experiment | None = None):
