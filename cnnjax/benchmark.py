@@ -77,6 +77,7 @@ class StepTiming:
     mfu: float | None
     peak_tflops: float | None = None  # What MFU is relative to, per device.
     no_mfu_reason: str = ""  # Why there is no MFU (when `mfu` is None).
+    steps_per_execution: int = 1  # Steps per device call (`config.steps_per_execution`).
 
 
 def synthetic_like(dataset: data_lib.Dataset, num_examples: int, seed: int = 0):
@@ -105,7 +106,8 @@ def time_train_step(
     from cnnjax.summary import summarize
 
     real = dataset or data_lib.load(config.data)
-    batches = 4
+    k = feeds.steps_per_execution(config)  # Steps per device call, as the loop makes them.
+    batches = k * -(-4 // k)  # An "epoch" of whole calls.
     data = synthetic_like(real, batches * int(config.batch_size))
     exp = build(config, data)
     feed = feeds.DeviceTrainFeed(config, data, exp.mesh, exp.state_shardings, exp.task)
@@ -114,17 +116,19 @@ def time_train_step(
     t0 = time.perf_counter()
     feed.compile(state, sums)
     compile_s = time.perf_counter() - t0
+    calls = lambda steps: -(-steps // k)
     step = 0
-    for _ in range(warmup):
-        state, sums = feed.step(state, sums, step)
-        step += 1
+    for _ in range(calls(warmup)):
+        state, sums = feed.run(state, sums, step, k)
+        step += k
     jax.block_until_ready((state, sums))
     t0 = time.perf_counter()
-    for _ in range(steps_per_run):
-        state, sums = feed.step(state, sums, step)
-        step += 1
+    for _ in range(calls(steps_per_run)):
+        state, sums = feed.run(state, sums, step, k)
+        step += k
     jax.block_until_ready((state, sums))
     elapsed = time.perf_counter() - t0
+    steps_per_run = calls(steps_per_run) * k
     ips = steps_per_run * int(config.batch_size) / elapsed
     fwd = summarize(exp.model, data.image_shape).flops
     train_flops = 3.0 * fwd
@@ -141,6 +145,7 @@ def time_train_step(
         mfu,
         peak,
         why,
+        k,
     )
 
 
@@ -165,7 +170,8 @@ def time_loop(config, *, steps: int, dataset: data_lib.Dataset | None = None) ->
     from cnnjax.overrides import apply_overrides
     from cnnjax.train.loop import train_and_evaluate
 
-    log_every = max(1, steps // 4)
+    k = feeds.steps_per_execution(config)
+    log_every = k * -(-max(1, steps // 4) // k)  # Whole device calls between syncs.
     run_config = apply_overrides(
         config,
         [
@@ -263,7 +269,8 @@ def format_timing(name: str, t: StepTiming) -> str:
     return "\n".join(
         [
             f"{name}: train step on {jax.device_count()} x {dev.device_kind} ({dev.platform})",
-            f"  batch {t.batch_size}, {t.steps} timed steps after warm-up",
+            f"  batch {t.batch_size}, {t.steps} timed steps after warm-up"
+            + (f", {t.steps_per_execution} per device call" if t.steps_per_execution > 1 else ""),
             f"  images/s        {t.images_per_sec:,.0f}",
             f"  ms/step         {t.ms_per_step:.2f}",
             f"  compile         {t.compile_s:.1f} s",

@@ -80,6 +80,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # run is bit-identical there too, at some speed cost. CPU and TPU runs already are.
     c.deterministic = False
 
+    # Training steps per device call (Keras' steps_per_execution): k > 1 runs k steps in one
+    # jitted lax.scan, so small models are not held back by the host's per-call cost. Log,
+    # eval, checkpoint and epoch boundaries still fall on their exact steps.
+    c.steps_per_execution = 1
     c.log_every_steps = 50
     c.eval_every_steps = -1
     c.checkpoint_every_steps = -1

@@ -8,6 +8,7 @@ from launching import launch
     "args",
     [
         ["--experiment=quickstart"],
+        ["--experiment=quickstart", "--config.steps_per_execution=2"],
         [
             "--experiment=detect_shapes",
             "--config.data.num_train=64",
@@ -15,7 +16,7 @@ from launching import launch
             "--config.batch_size=16",
         ],
     ],
-    ids=["classification", "detection"],
+    ids=["classification", "two_steps_per_call", "detection"],
 )
 def test_benchmark_prints_the_timing_table(tmp_path, args):
     proc = launch(
@@ -38,3 +39,5 @@ def test_benchmark_prints_the_timing_table(tmp_path, args):
     loop = next(line for line in out.splitlines() if line.strip().startswith("loop "))
     assert float(loop.split()[1].replace(",", "")) > 0 and "over 4 steps" in loop
     assert "workdir:" not in out  # The loop's own console lines stay out of the report.
+    if "--config.steps_per_execution=2" in args:
+        assert "2 per device call" in out, out

@@ -60,6 +60,10 @@ def test_list_shows_experiments_with_descriptions():
             ["cannot be built", "image_size"],
         ),
         (["--experiment=quickstart", "--config.batch_size=0"], ["batch_size=0", "at least 1"]),
+        (
+            ["--experiment=quickstart", "--config.steps_per_execution=0"],
+            ["steps_per_execution=0", "at least 1"],
+        ),
         (["--experiment=quickstart", "--workdir=README.md"], ["README.md is a file"]),
         (
             ["--experiment=quickstart", "--config.model.num_classes=5"],

@@ -14,6 +14,8 @@ What is trained and measured comes from the run's task (`cnnjax.tasks`); without
 classification.
 """
 
+import concurrent.futures
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,7 +60,28 @@ def _task(config, data, task):
     return task if task is not None else tasks.get_task(config, data)
 
 
-class DeviceTrainFeed:
+def steps_per_execution(config) -> int:
+    """`config.steps_per_execution`: training steps per device call (1 when unset)."""
+    return max(1, int(config.get("steps_per_execution", 1)))
+
+
+class _TrainFeed:
+    """What the loop calls: `step` runs one training step, `run` several in a row."""
+
+    per_call = 1  # Steps one device call can run (`run` with n == per_call uses it).
+
+    def step(self, state, sums, step: int):
+        raise NotImplementedError
+
+    def run(self, state, sums, step: int, n: int):
+        """Training steps step, ..., step + n - 1 (all in one epoch): one device call when n is
+        `per_call` > 1, else n single steps."""
+        for s in range(step, step + n):
+            state, sums = self.step(state, sums, s)
+        return state, sums
+
+
+class DeviceTrainFeed(_TrainFeed):
     def __init__(self, config, data, mesh, state_shardings, task=None):
         self.config, self.data, self.mesh = config, data, mesh
         self.task = _task(config, data, task)
@@ -66,12 +89,15 @@ class DeviceTrainFeed:
         self.n = len(data.train_labels)
         self.batch_size = int(config.batch_size)
         self.steps_per_epoch = self.n // self.batch_size
+        # k steps per call, never across an epoch's end (the permutation changes there).
+        self.per_call = min(steps_per_execution(config), max(1, self.steps_per_epoch))
         self.arrays = parallel.replicate(data.arrays("train", self.task.target_keys), mesh)
-        self._fn = None
+        self._fn, self._many = None, None
         self._perm, self._perm_epoch = None, None
         self.freeze_pattern = ""
 
-    def _jitted(self):
+    def _jitted(self, n: int = 1):
+        """The fused step, or (n > 1) n of them in one `lax.scan` over consecutive batches."""
         cfg, bs, task = self.config, self.batch_size, self.task
         train_step = steps.make_train_step(task=task, freeze_pattern=self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
@@ -87,9 +113,18 @@ class DeviceTrainFeed:
             state, batch_sums = train_step(state, batch, step_rng)
             return state, metrics.add(sums, batch_sums)
 
+        def fused_many(state, sums, arrays, perm, first_step_in_epoch):
+            def body(carry, i):
+                return fused(*carry, arrays, perm, first_step_in_epoch + i), None
+
+            # Unrolled: inside an XLA:CPU while loop the same step ran 4.6-5.6x slower
+            # (docs/decisions.md); unrolled, each step is the single step's program.
+            offsets = jnp.arange(n, dtype=jnp.int32)
+            return jax.lax.scan(body, (state, sums), offsets, unroll=n)[0]
+
         repl = parallel.replicated(self.mesh)
         return jax.jit(
-            fused,
+            fused if n == 1 else fused_many,
             in_shardings=(self.state_shardings, repl, repl, repl, repl),
             out_shardings=(self.state_shardings, repl),
             donate_argnums=(0, 1),
@@ -103,26 +138,40 @@ class DeviceTrainFeed:
         return self._perm
 
     def compile(self, state, sums) -> None:
-        """Compiles the fused step once; `step` then refuses other shapes instead of retracing."""
-        self._fn = (
-            self._jitted()
-            .lower(state, sums, self.arrays, self._permutation(0), np.int32(0))
-            .compile()
-        )
+        """Compiles the fused step (and the k-step call) once; calls then refuse other shapes
+        instead of retracing. The two compile side by side: XLA releases the GIL."""
+        args = (state, sums, self.arrays, self._permutation(0), np.int32(0))
+        sizes = [1] if self.per_call == 1 else [1, self.per_call]
+        lowered = [self._jitted(n).lower(*args) for n in sizes]
+        with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
+            compiled = list(pool.map(lambda low: low.compile(), lowered))
+        self._fn, self._many = compiled[0], (compiled[1] if len(compiled) > 1 else None)
 
     def step(self, state, sums, step: int):
         epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
         return self._fn(state, sums, self.arrays, self._permutation(epoch), np.int32(step_in_epoch))
 
+    def run(self, state, sums, step: int, n: int):
+        if n != self.per_call or self._many is None:
+            return super().run(state, sums, step, n)
+        epoch, first = divmod(step, self.steps_per_epoch)
+        if first + n > self.steps_per_epoch:
+            raise ValueError(f"steps {step}..{step + n - 1} cross the end of epoch {epoch}")
+        return self._many(state, sums, self.arrays, self._permutation(epoch), np.int32(first))
+
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
         """The next `compile` builds the step for a new training phase (see loop.Phase)."""
-        self.state_shardings, self.freeze_pattern, self._fn = state_shardings, freeze_pattern, None
+        self.state_shardings, self.freeze_pattern = state_shardings, freeze_pattern
+        self._fn, self._many = None, None
 
     def close(self) -> None:
         pass
 
 
-class StreamTrainFeed:
+class StreamTrainFeed(_TrainFeed):
+    """One host batch per device call (`steps_per_execution` does not apply: the batches come
+    from the host one at a time)."""
+
     def __init__(self, config, data, mesh, state_shardings, task=None):
         self.config, self.data, self.mesh = config, data, mesh
         self.task = _task(config, data, task)

@@ -58,6 +58,22 @@ def compute_dtype(name: str):
     raise UserError(f"Unknown dtype {name!r}; choose auto, float32 or bfloat16.")
 
 
+def steps_until_boundary(
+    step: int, *, per_call: int, total: int, intervals=(), marks=()
+) -> int:
+    """How many training steps the next device call runs from `step` (steps done so far):
+    `per_call`, or fewer so that it ends exactly on the next multiple of an interval (log,
+    eval, checkpoint, epoch; 0 is none) or mark (a phase start), or at `total`."""
+    end = min(total, step + per_call)
+    for n in intervals:
+        if n > 0:
+            end = min(end, (step // n + 1) * n)
+    for mark in marks:
+        if mark > step:
+            end = min(end, mark)
+    return end - step
+
+
 def _every(n: int, steps_per_epoch: int) -> int:
     """-1 -> once per epoch, 0 -> never (only at the end), n > 0 -> every n steps."""
     return steps_per_epoch if n < 0 else n
@@ -175,10 +191,10 @@ def build(config, data: data_lib.Dataset | None = None) -> Experiment:
 
 def check_numbers(config) -> None:
     """UserError for counts and intervals that cannot describe a run (batch_size=0, ...)."""
-    positive = ["batch_size", "log_every_steps"]
+    positive = ["batch_size", "log_every_steps", "steps_per_execution"]
     at_least_zero = ["eval_batch_size", "keep_checkpoints"]
     for key in positive:
-        if int(config[key]) < 1:
+        if int(config.get(key, 1)) < 1:
             raise UserError(f"--config.{key}={config[key]}: it must be at least 1.")
     for key in at_least_zero:
         if int(config[key]) < 0:
@@ -356,6 +372,13 @@ def _train_and_evaluate(
         writer.write({"step": 0, "kind": "compile", "seconds": compile_s, "wall_time": time.time()})
 
     progress = Progress(total=total, initial=start_step, desc=name)
+    phase_starts = tuple(p.start for p in exp.phases)
+    if feeds.steps_per_execution(cfg) > 1 and isinstance(feed, feeds.StreamTrainFeed):
+        print(
+            f"note: steps_per_execution={cfg.steps_per_execution} applies to the on-device "
+            "feed; this run reads its batches from the host, one step per call.",
+            flush=True,
+        )
     phased = len(exp.phases) > 1 or bool(exp.phases[0].freeze_pattern)
 
     def emit(event: dict) -> None:
@@ -416,8 +439,15 @@ def _train_and_evaluate(
             )
         if _FAULT_KILL_AT_STEP and step == _FAULT_KILL_AT_STEP:
             os.kill(os.getpid(), signal.SIGKILL)  # Test hook: a real kill -9, mid-run.
-        state, sums = feed.step(state, sums, step)
-        step += 1
+        n = steps_until_boundary(
+            step,
+            per_call=feed.per_call,
+            total=total,
+            intervals=(log_every, eval_every, ckpt_every, spe),
+            marks=phase_starts + (_FAULT_KILL_AT_STEP,),
+        )
+        state, sums = feed.run(state, sums, step, n)
+        step += n
         is_last = step == total
         if step % log_every == 0 or is_last or stop.signum:
             host = jax.device_get(sums)  # The one host sync of a log step.
