@@ -40,6 +40,14 @@ timeout 240 python3 benchmarks/train_step.py --models=vgg_blocks,separable_vgg_b
 timeout 400 python3 benchmarks/train_step.py --models=resnet50,xception,mobilenet_v1 \
   --batch=128 --image_size=224 --num_classes=1000 --steps=20 2>&1 | grep '^|' | tee -a "$OUT/summary.txt"
 
+# Host-bound small models: k training steps per device call (config.steps_per_execution).
+echo "== quickstart (LeNet-5, batch 64): 1 vs 8 steps per device call" | tee -a "$OUT/summary.txt"
+for k in 1 8; do
+  timeout 120 python3 launch.py --experiment=quickstart --mode=benchmark --compilation_cache=off \
+    --config.benchmark.steps=400 --config.benchmark.loop_steps=400 --config.steps_per_execution=$k \
+    2>&1 | quiet | grep -E "images/s  |ms/step|compile  |loop  " | tee -a "$OUT/summary.txt"
+done
+
 if [ -d $data/train ]; then
   rm -rf /tmp/xla_cache
   for run in cold warm; do
