@@ -346,6 +346,9 @@ def _train_and_evaluate(
     # The evaluation compiles on a worker thread while the training step compiles and the first
     # epoch trains: it is first needed at the end of that epoch.
     eval_compiled = _in_background(evaluator.compile, abstract)
+    if write_report and jax.process_index() == 0:
+        # matplotlib's import (~1 s) happens while XLA compiles, not after training.
+        _in_background(_import_report_modules)
     t_compile = time.perf_counter()
     with _model_must_fit_task(exp):
         feed.compile(state, sums)
@@ -573,6 +576,11 @@ def _in_background(fn, *args) -> concurrent.futures.Future:
 
     threading.Thread(target=run, name="compile", daemon=True).start()
     return future
+
+
+def _import_report_modules() -> None:
+    from cnnjax.train import report  # noqa: F401
+    from cnnjax.viz import confusion, curves  # noqa: F401
 
 
 def restore_best(config, workdir: str, exp: Experiment | None = None):

@@ -12,9 +12,12 @@ def new_figure(*args, **kwargs):
     return plt.subplots(*args, **kwargs)
 
 
-def save(fig, path: str | None) -> None:
-    """Writes `fig` to `path` (PNG, 150 dpi) if a path is given, then releases it."""
+def save(fig, path: str | None, *, crop: bool = True) -> None:
+    """Writes `fig` to `path` (PNG, 150 dpi) if a path is given, then releases it.
+
+    crop: trim the margins to what is drawn, at the cost of drawing the figure twice (a third
+    of the save's time). Figures whose `tight_layout` already fits them pass False."""
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        fig.savefig(path, dpi=150, bbox_inches="tight" if crop else None)
     plt.close(fig)

@@ -51,5 +51,5 @@ def confusion_matrix(
     acc = np.trace(confusion) / total if total else 0.0
     ax.set_title((f"{title}\n" if title else "") + f"accuracy {acc:.4f} on {int(total):,} images")
     fig.tight_layout()
-    save(fig, path)
+    save(fig, path, crop=False)
     return fig

@@ -1,6 +1,32 @@
 """Training curves from a run's `metrics.jsonl`: loss, accuracy and learning rate."""
 
+import math
+
+from matplotlib import ticker
+
 from cnnjax.viz._figure import new_figure, save
+
+
+def plain_log_ticks(ax) -> None:
+    """Labels a log-scaled y axis with plain numbers (0.05, 0.1, 2) instead of powers of ten:
+    easier to read for losses, and no mathtext to parse (a third of a small figure's time).
+    Like matplotlib's default, minor ticks are labelled only over a few decades: all of them
+    within half a decade, the 2s and 5s within two."""
+
+    def label(value, _pos, minor):
+        if value <= 0:
+            return ""
+        if minor:
+            low, high = sorted(ax.get_ylim())
+            decades = math.log10(high / low) if low > 0 else math.inf
+            mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+            shown = decades <= 0.5 or (decades <= 2 and round(mantissa) in (2, 5))
+            if not shown:
+                return ""
+        return f"{value:g}"
+
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, p: label(v, p, False)))
+    ax.yaxis.set_minor_formatter(ticker.FuncFormatter(lambda v, p: label(v, p, True)))
 
 
 def training_curves(events: list[dict], *, title: str = "", path: str | None = None):
@@ -24,6 +50,7 @@ def training_curves(events: list[dict], *, title: str = "", path: str | None = N
                 *zip(*ev, strict=True), label="test", color="tab:orange", lw=2, marker="o", ms=3
             )
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(alpha=0.3)
@@ -41,11 +68,12 @@ def training_curves(events: list[dict], *, title: str = "", path: str | None = N
                 )
         if key == "loss" and tr and min(v for _, v in tr) > 0:
             ax.set_yscale("log")
+            plain_log_ticks(ax)
         if tr or ev:
             if key != "lr":
                 ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    save(fig, path)
+    save(fig, path, crop=False)
     return fig

@@ -22,6 +22,34 @@ def test_training_curves_png(tmp_path):
     assert matplotlib.image.imread(path).shape[1] > 1000
 
 
+def _loss_tick_labels(low: float, high: float):
+    """(major, shown minor) y tick labels of the loss panel for a loss falling high -> low."""
+    events = [
+        {"step": s, "kind": "train", "loss": high * (low / high) ** (s / 50), "lr": 0.1}
+        for s in range(0, 51, 5)
+    ]
+    ax = curves.training_curves(events).axes[0]
+    ax.figure.canvas.draw()
+    texts = lambda minor: [
+        t.get_text() for t in ax.get_yticklabels(minor=minor) if t.get_text() and t.get_visible()
+    ]
+    return texts(False), texts(True)
+
+
+def test_loss_axis_is_labelled_with_plain_numbers():
+    # Three decades: the powers of ten as 0.01, 0.1, 1, no minor labels.
+    major, minor = _loss_tick_labels(0.004, 2.3)
+    assert {"0.01", "0.1", "1"} <= set(major) and minor == []
+    # A third of a decade: every minor tick, as plain decimals (the default drew 1.8x10^0).
+    major, minor = _loss_tick_labels(1.0, 1.8)
+    assert {"1.2", "1.5", "1.8"} <= set(major + minor)
+    # Under two decades: the 2s and 5s between the powers of ten.
+    major, minor = _loss_tick_labels(0.04, 2.0)
+    assert {"0.1", "1"} <= set(major) and {"0.05", "0.2", "0.5"} <= set(minor)
+    assert "0.3" not in minor
+    assert not any("$" in t or "10^" in t or "e-" in t for t in major + minor)
+
+
 def test_confusion_matrix_png(tmp_path):
     m = np.array([[5, 1, 0], [0, 4, 2], [1, 0, 7]])
     path = tmp_path / "cm.png"
