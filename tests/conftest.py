@@ -20,6 +20,8 @@ os.environ["XLA_FLAGS"] = " ".join(
 # and each pytest-xdist worker has its own directory, so no two workers write one cache.
 os.environ["CNNJAX_COMPILATION_CACHE"] = tempfile.mkdtemp(prefix="cnnjax-test-xla-")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+# Decoded datasets (cnnjax.data.cache) go to a directory private to this test process too.
+os.environ["CNNJAX_DATA_CACHE"] = tempfile.mkdtemp(prefix="cnnjax-test-data-")
 
 
 @pytest.fixture(scope="session")

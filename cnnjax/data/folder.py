@@ -17,11 +17,11 @@ three channels. Alpha is dropped. Resizing (image_size > 0) stretches to a squar
 import concurrent.futures
 import hashlib
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
+from cnnjax.data import cache
 from cnnjax.errors import UserError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -102,23 +102,13 @@ def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: i
     return digest.hexdigest()[:24]
 
 
-def _writable_dir(directory: str) -> bool:
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
-
-
 def _cache_dir(path: str, cache_dir: str | None) -> str | None:
-    """The first writable of: cache_dir, <path>/.cnnjax_cache, ~/.cache/cnnjax; None if none."""
+    """The first writable of: cache_dir, <path>/.cnnjax_cache, `cache.home()`; None if none."""
     if cache_dir:
         candidates = [cache_dir]
     else:
-        home = os.path.join(os.path.expanduser("~"), ".cache", "cnnjax")
-        candidates = [os.path.join(path, ".cnnjax_cache"), home]
-    return next((d for d in candidates if _writable_dir(d)), None)
+        candidates = [os.path.join(path, ".cnnjax_cache"), cache.home()]
+    return next((d for d in candidates if d and cache.writable(d)), None)
 
 
 def _decode(file: str, image_size: int) -> np.ndarray:
@@ -207,9 +197,9 @@ def load_folder(
     folder_id = hashlib.sha256(path.encode()).hexdigest()[:12]
     directory = _cache_dir(path, cache_dir)
     cache_file = os.path.join(directory, f"{folder_id}-{key}.npz") if directory else None
-    if cache_file and os.path.exists(cache_file):
-        with np.load(cache_file) as cached:
-            return {**{k: cached[k] for k in cached.files}, "class_names": class_names}
+    cached = cache.load(cache_file) if cache_file else None
+    if cached is not None:
+        return {**cached, "class_names": class_names}
 
     num_workers = num_workers or min(32, os.cpu_count() or 1)
     all_files = [f for split in SPLITS for f, _ in files[split]]
@@ -224,25 +214,22 @@ def load_folder(
         "test_labels": np.array([label for _, label in files["test"]], np.int32),
     }
     if cache_file:
-        _write_cache(cache_file, folder_id, out)
+        cache.save(cache_file, out)
     return {**out, "class_names": class_names}
 
 
-def _write_cache(cache_file: str, folder_id: str, arrays: dict[str, np.ndarray]) -> None:
-    directory = os.path.dirname(cache_file)
-    # Write-then-rename: a crash or a concurrent reader never sees half a file.
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, cache_file)
-    except OSError:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        return  # A cache that cannot be written only costs the next load a decode.
-    for entry in os.scandir(directory):
-        if entry.name.startswith(f"{folder_id}-") and entry.path != cache_file:
-            os.remove(entry.path)
+def pixel_bytes(path: str, image_size: int = 0) -> int:
+    """The uint8 bytes the folder's images take decoded as RGB, at `image_size` (> 0) or at
+    the first training image's size (read from its header alone)."""
+    from PIL import Image
+
+    _, files = list_files(os.path.abspath(os.path.expanduser(path)))
+    n = sum(len(files[split]) for split in SPLITS)
+    if image_size > 0:
+        return n * image_size * image_size * 3
+    with Image.open(files["train"][0][0]) as im:
+        width, height = im.size
+    return n * height * width * 3
 
 
 class FolderSource:
@@ -259,20 +246,6 @@ class FolderSource:
         file, label = self.files[i]
         with open(file, "rb") as f:
             return {"image": f.read(), "label": np.int32(label)}
-
-
-def pixel_bytes(path: str, image_size: int = 0) -> int:
-    """The uint8 bytes the folder's images take decoded as RGB, at `image_size` (> 0) or at
-    the first training image's size (read from its header alone)."""
-    from PIL import Image
-
-    _, files = list_files(os.path.abspath(os.path.expanduser(path)))
-    n = sum(len(files[split]) for split in SPLITS)
-    if image_size > 0:
-        return n * image_size * image_size * 3
-    with Image.open(files["train"][0][0]) as im:
-        width, height = im.size
-    return n * height * width * 3
 
 
 def from_config(data_config) -> dict:

@@ -10,16 +10,19 @@ bucket, so `try_gcs=False` everywhere and `list_builders` without community data
 """
 
 import concurrent.futures
+import hashlib
 import importlib.util
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
+from cnnjax.data import cache
 from cnnjax.errors import UserError, did_you_mean
 
 # Formats TFDS can read by index; TFRECORD data must be converted (or rebuilt) first.
 _RANDOM_ACCESS_FORMATS = ("array_record", "parquet")
+_CACHE_VERSION = 1  # Bump when the decoded arrays would change for the same files.
 # Examples one reader thread decodes per task: big enough to amortize the pool's overhead.
 _CHUNK = 256
 # Datasets with a segmentation mask: name -> (mask feature, its value of class 0, class names).
@@ -299,16 +302,46 @@ def load_tfds(
     for split, source in ((train_split, train), (test_split, test)):
         if len(source) == 0:
             raise UserError(f"Split {split!r} of TFDS dataset {name!r} has no examples.")
+    names = {"class_names": class_names}
+    if mask is not None:
+        names["mask_class_names"] = mask[2]
+    cache_file = _cache_file(train, (train_split, test_split, image_size, masks))
+    cached = cache.load(cache_file) if cache_file else None
+    if cached is not None:
+        return {**cached, **names}
     read = dict(image_size=image_size, num_threads=num_threads, mask=mask)
-    out = {"class_names": class_names}
+    out = {}
     for split, source in (("train", train), ("test", test)):
         arrays = read_examples(source, image_key, label_key, **read)
         out[f"{split}_images"], out[f"{split}_labels"] = arrays[:2]
         if mask is not None:
             out[f"{split}_masks"] = arrays[2]
-    if mask is not None:
-        out["mask_class_names"] = mask[2]
-    return out
+    if cache_file:
+        cache.save(cache_file, out)
+    return {**out, **names}
+
+
+def _cache_file(source, settings: tuple) -> str | None:
+    """Where the decoded arrays of `source`'s dataset read with `settings` are cached
+    (`cnnjax.data.cache`), or None: caching off, no writable directory, or no data files (a
+    `tfds.testing.mock_data` source). The key covers the dataset's directory and every file in
+    it (name, size, mtime), so re-preparing the dataset invalidates the copy."""
+    directory = cache.home()
+    dataset_dir = os.path.abspath(os.fspath(source.dataset_info.data_dir))
+    if directory is None or not os.path.isdir(dataset_dir):
+        return None
+    directory = os.path.join(directory, "tfds")
+    files = sorted((e for e in os.scandir(dataset_dir) if e.is_file()), key=lambda e: e.name)
+    if not any(_RANDOM_ACCESS_FORMATS[0] in e.name or ".parquet" in e.name for e in files):
+        return None
+    if not cache.writable(directory):
+        return None
+    digest = hashlib.sha256(f"v{_CACHE_VERSION} {dataset_dir} {settings!r}\n".encode())
+    for entry in files:
+        stat = entry.stat()
+        digest.update(f"{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    family = hashlib.sha256(dataset_dir.encode()).hexdigest()[:12]
+    return os.path.join(directory, f"{family}-{digest.hexdigest()[:24]}.npz")
 
 
 def from_config(data_config) -> dict:

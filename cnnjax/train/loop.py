@@ -58,9 +58,7 @@ def compute_dtype(name: str):
     raise UserError(f"Unknown dtype {name!r}; choose auto, float32 or bfloat16.")
 
 
-def steps_until_boundary(
-    step: int, *, per_call: int, total: int, intervals=(), marks=()
-) -> int:
+def steps_until_boundary(step: int, *, per_call: int, total: int, intervals=(), marks=()) -> int:
     """How many training steps the next device call runs from `step` (steps done so far):
     `per_call`, or fewer so that it ends exactly on the next multiple of an interval (log,
     eval, checkpoint, epoch; 0 is none) or mark (a phase start), or at `total`."""

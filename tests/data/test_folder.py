@@ -112,6 +112,7 @@ def test_unwritable_cache_dir_falls_back_to_home(tree, tmp_path, monkeypatch):
     with open(os.path.join(root, ".cnnjax_cache"), "w") as f:
         f.write("a file where the cache folder would go")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CNNJAX_DATA_CACHE")  # The tests' own; a user's default is ~/.cache.
     folder.load_folder(root)
     assert len(os.listdir(tmp_path / "home" / ".cache" / "cnnjax")) == 1
 

@@ -94,6 +94,48 @@ def test_tiny_dataset_written_without_tensorflow(tiny_dir):
     assert len(half["train_labels"]) == 5
 
 
+def test_decoded_arrays_are_cached_until_the_files_change(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", str(tmp_path / "cache"))
+    first = tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    (cached,) = os.listdir(tmp_path / "cache" / "tfds")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the cache holds the arrays")
+
+    with monkeypatch.context() as m:
+        m.setattr(tfds_source, "read_examples", no_decoding)
+        again = tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    assert again["class_names"] == first["class_names"] == ("a", "b", "c")
+    for key in ("train_images", "train_labels", "test_images", "test_labels"):
+        np.testing.assert_array_equal(again[key], first[key])
+
+    # Other settings are another key; a changed data file invalidates, and each new copy
+    # replaces the dataset's older ones.
+    tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
+    (resized,) = os.listdir(tmp_path / "cache" / "tfds")
+    assert resized != cached
+    data_file = next(
+        os.path.join(root, f)
+        for root, _, files in os.walk(tiny_dir)
+        for f in files
+        if "array_record" in f
+    )
+    os.utime(data_file, ns=(0, 0))
+    tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
+    assert os.listdir(tmp_path / "cache" / "tfds") not in ([resized], [cached])
+
+
+def test_no_cache_when_off_or_mocked(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", "off")
+    tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", str(tmp_path / "cache"))
+    with tfds.testing.mock_data(num_examples=8):  # Random examples: nothing to keep.
+        tfds_source.load_tfds("cifar10", data_dir=str(tmp_path / "tfds"))
+    assert not os.path.exists(tmp_path / "cache" / "tfds") or not os.listdir(
+        tmp_path / "cache" / "tfds"
+    )
+
+
 def test_differing_image_sizes_ask_for_image_size(tiny_dir):
     with pytest.raises(UserError, match="--config.data.image_size"):
         tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir)

@@ -36,11 +36,9 @@ def test_steps_until_boundary(step, per_call, total, intervals, marks, expected)
 def _train(workdir, per_call: int, caplog, monkeypatch):
     import jax
 
-    from cnnjax.train import feeds
-
     import experiments
     from cnnjax.overrides import apply_overrides
-    from cnnjax.train import loop
+    from cnnjax.train import feeds, loop
 
     # The digits have 1,438 training images: 44 steps of 32 per epoch, so 50 steps cross an
     # epoch's end; logs every 6 steps do not divide it either. k = 4 then runs full calls,
@@ -83,9 +81,7 @@ def _train(workdir, per_call: int, caplog, monkeypatch):
 
 def test_k_steps_per_call_train_what_single_steps_train(tmp_path, caplog, monkeypatch):
     one, train_one, params_one, _, calls_one = _train(tmp_path / "k1", 1, caplog, monkeypatch)
-    four, train_four, params_four, compiled, calls = _train(
-        tmp_path / "k4", 4, caplog, monkeypatch
-    )
+    four, train_four, params_four, compiled, calls = _train(tmp_path / "k4", 4, caplog, monkeypatch)
     assert calls_one == [(s, 1) for s in range(50)]
     # Calls of 4 up to each boundary (log steps 6, 12, ..., the epoch's end at 44, step 50).
     boundaries = sorted({*range(6, 49, 6), 44, 50})
