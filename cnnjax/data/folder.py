@@ -103,9 +103,12 @@ def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: i
 
 
 def _cache_dir(path: str, cache_dir: str | None) -> str | None:
-    """The first writable of: cache_dir, <path>/.cnnjax_cache, `cache.home()`; None if none."""
+    """The first writable of: cache_dir, else `$CNNJAX_DATA_CACHE` when set ("off": None),
+    else <path>/.cnnjax_cache and ~/.cache/cnnjax; None if none is writable."""
     if cache_dir:
         candidates = [cache_dir]
+    elif cache.configured():
+        candidates = [cache.home()]
     else:
         candidates = [os.path.join(path, ".cnnjax_cache"), cache.home()]
     return next((d for d in candidates if d and cache.writable(d)), None)
@@ -193,8 +196,8 @@ def load_folder(
     path = os.path.abspath(os.path.expanduser(path))
     class_names, files = list_files(path)
     key = _cache_key(path, files, image_size)
-    # The folder's own hash prefixes its cache files, so a rebuild can drop its stale ones.
-    folder_id = hashlib.sha256(path.encode()).hexdigest()[:12]
+    # The folder and image size prefix its cache files, so a rebuild drops its stale ones.
+    folder_id = hashlib.sha256(f"{path}\0{image_size}".encode()).hexdigest()[:12]
     directory = _cache_dir(path, cache_dir)
     cache_file = os.path.join(directory, f"{folder_id}-{key}.npz") if directory else None
     cached = cache.load(cache_file) if cache_file else None

@@ -13,6 +13,7 @@ import concurrent.futures
 import hashlib
 import importlib.util
 import os
+import unittest.mock
 from collections.abc import Sequence
 
 import numpy as np
@@ -305,7 +306,8 @@ def load_tfds(
     names = {"class_names": class_names}
     if mask is not None:
         names["mask_class_names"] = mask[2]
-    cache_file = _cache_file(train, (train_split, test_split, image_size, masks))
+    settings = (train_split, len(train), test_split, len(test), image_size, mask)
+    cache_file = _cache_file(train, settings)
     cached = cache.load(cache_file) if cache_file else None
     if cached is not None:
         return {**cached, **names}
@@ -323,25 +325,27 @@ def load_tfds(
 
 def _cache_file(source, settings: tuple) -> str | None:
     """Where the decoded arrays of `source`'s dataset read with `settings` are cached
-    (`cnnjax.data.cache`), or None: caching off, no writable directory, or no data files (a
-    `tfds.testing.mock_data` source). The key covers the dataset's directory and every file in
-    it (name, size, mtime), so re-preparing the dataset invalidates the copy."""
+    (`cnnjax.data.cache`), or None: caching off, or no data files to key on (a
+    `tfds.testing.mock_data` source). The family is the dataset's directory and the settings;
+    the key adds every file in the directory (name, size, mtime), so re-preparing the dataset
+    invalidates the copy. A read-only cache is still read; the save then fails quietly."""
     directory = cache.home()
     dataset_dir = os.path.abspath(os.fspath(source.dataset_info.data_dir))
-    if directory is None or not os.path.isdir(dataset_dir):
+    reader = getattr(source, "data_source", None)
+    if directory is None or isinstance(reader, unittest.mock.NonCallableMock):
         return None
-    directory = os.path.join(directory, "tfds")
-    files = sorted((e for e in os.scandir(dataset_dir) if e.is_file()), key=lambda e: e.name)
-    if not any(_RANDOM_ACCESS_FORMATS[0] in e.name or ".parquet" in e.name for e in files):
+    try:
+        files = sorted((e for e in os.scandir(dataset_dir) if e.is_file()), key=lambda e: e.name)
+    except OSError:
         return None
-    if not cache.writable(directory):
+    if not any(fmt in e.name for e in files for fmt in _RANDOM_ACCESS_FORMATS):
         return None
-    digest = hashlib.sha256(f"v{_CACHE_VERSION} {dataset_dir} {settings!r}\n".encode())
+    family = hashlib.sha256(f"{dataset_dir}\0{settings!r}".encode()).hexdigest()[:12]
+    digest = hashlib.sha256(f"v{_CACHE_VERSION}\n".encode())
     for entry in files:
         stat = entry.stat()
         digest.update(f"{entry.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-    family = hashlib.sha256(dataset_dir.encode()).hexdigest()[:12]
-    return os.path.join(directory, f"{family}-{digest.hexdigest()[:24]}.npz")
+    return os.path.join(directory, "tfds", f"{family}-{digest.hexdigest()[:24]}.npz")
 
 
 def from_config(data_config) -> dict:

@@ -1,11 +1,13 @@
 """How batches reach the jitted step: on device (dataset uploaded once) or streamed (grain).
 
 Both feeds give the step the same examples for the same (seed, epoch, step) and are compiled
-once; the loop only calls `feed.step(state, sums, step)` and `evaluator(state)`.
+once; the loop only calls `feed.run(state, sums, step, n)` (n steps, within one epoch) and
+`evaluator(state)`.
 
 - `DeviceTrainFeed`: the uint8 training set (images and the task's targets) lives on the
   devices; one fused jitted function cuts the batch from the epoch's permutation, augments it
-  jointly with its targets (pad-crop, flip) and trains.
+  jointly with its targets (pad-crop, flip) and trains. With `steps_per_execution` = k > 1 a
+  second one runs k of those steps per call.
 - `StreamTrainFeed`: records are read, decoded and augmented on the host by grain threads;
   each process reads its own slice; the jitted function normalizes and trains. Classification
   only: other tasks need the dataset in memory (`Task.requires_device_feed`).

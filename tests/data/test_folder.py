@@ -10,6 +10,13 @@ from cnnjax.data import folder
 from cnnjax.errors import UserError
 
 
+@pytest.fixture(autouse=True)
+def _default_cache_places(monkeypatch):
+    """These tests check where the cache goes by default: without the suite's own
+    CNNJAX_DATA_CACHE (tests/conftest.py), which would take precedence."""
+    monkeypatch.delenv("CNNJAX_DATA_CACHE", raising=False)
+
+
 def write_tree(root, layout, *, size=(6, 5), mode="RGB", seed=0):
     """layout: {"train/cat": 3, ...} -> that many PNGs per folder; returns {path: pixels}."""
     rng = np.random.default_rng(seed)
@@ -112,9 +119,19 @@ def test_unwritable_cache_dir_falls_back_to_home(tree, tmp_path, monkeypatch):
     with open(os.path.join(root, ".cnnjax_cache"), "w") as f:
         f.write("a file where the cache folder would go")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CNNJAX_DATA_CACHE")  # The tests' own; a user's default is ~/.cache.
     folder.load_folder(root)
     assert len(os.listdir(tmp_path / "home" / ".cache" / "cnnjax")) == 1
+
+
+def test_cache_directory_from_the_environment(tree, tmp_path, monkeypatch):
+    root, _ = tree
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", "off")
+    folder.load_folder(root)
+    assert not os.path.exists(os.path.join(root, ".cnnjax_cache"))
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", str(tmp_path / "chosen"))
+    folder.load_folder(root)
+    assert len(os.listdir(tmp_path / "chosen")) == 1
+    assert not os.path.exists(os.path.join(root, ".cnnjax_cache"))
 
 
 def test_explicit_cache_dir(tree, tmp_path):

@@ -109,31 +109,46 @@ def test_decoded_arrays_are_cached_until_the_files_change(tiny_dir, tmp_path, mo
     for key in ("train_images", "train_labels", "test_images", "test_labels"):
         np.testing.assert_array_equal(again[key], first[key])
 
-    # Other settings are another key; a changed data file invalidates, and each new copy
-    # replaces the dataset's older ones.
+    # Other settings are another copy, kept beside the first; a changed data file invalidates
+    # both, and each new copy replaces the stale one of its settings.
     tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
-    (resized,) = os.listdir(tmp_path / "cache" / "tfds")
-    assert resized != cached
+    listing = lambda: set(os.listdir(tmp_path / "cache" / "tfds"))  # noqa: E731
+    (resized,) = listing() - {cached}
     data_file = next(
         os.path.join(root, f)
         for root, _, files in os.walk(tiny_dir)
         for f in files
         if "array_record" in f
     )
-    os.utime(data_file, ns=(0, 0))
+    stat = os.stat(data_file)
+    os.utime(data_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
-    assert os.listdir(tmp_path / "cache" / "tfds") not in ([resized], [cached])
+    (changed,) = listing() - {cached}
+    assert changed != resized and len(listing()) == 2
+
+    # A damaged copy is decoded again and replaced.
+    with open(tmp_path / "cache" / "tfds" / changed, "wb") as f:
+        f.write(b"PK\x03\x04 not a whole zip file")
+    repaired = tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
+    assert repaired["train_images"].shape == (10, 6, 6, 1)
+    with monkeypatch.context() as m:
+        m.setattr(tfds_source, "read_examples", no_decoding)
+        tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=6)
 
 
 def test_no_cache_when_off_or_mocked(tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CNNJAX_DATA_CACHE", "off")
     tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    assert sorted(os.listdir(tmp_path)) == []  # Neither ~/.cache nor a folder named "off".
+    # Mock examples of a really prepared dataset are random: never cached, never served from
+    # the real data's copy.
     monkeypatch.setenv("CNNJAX_DATA_CACHE", str(tmp_path / "cache"))
-    with tfds.testing.mock_data(num_examples=8):  # Random examples: nothing to keep.
-        tfds_source.load_tfds("cifar10", data_dir=str(tmp_path / "tfds"))
-    assert not os.path.exists(tmp_path / "cache" / "tfds") or not os.listdir(
-        tmp_path / "cache" / "tfds"
-    )
+    with tfds.testing.mock_data(num_examples=8, data_dir=tiny_dir):
+        mocked = tfds_source.load_tfds("cnnjax_tiny_gray", data_dir=tiny_dir, image_size=8)
+    assert len(mocked["train_labels"]) == 8
+    assert not (tmp_path / "cache").exists()
 
 
 def test_differing_image_sizes_ask_for_image_size(tiny_dir):

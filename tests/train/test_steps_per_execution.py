@@ -54,16 +54,25 @@ def _train(workdir, per_call: int, caplog, monkeypatch):
             ("steps_per_execution", str(per_call)),
         ],
     )
-    calls = []  # (first step, number of steps) of each feed.run call.
-    run = feeds.DeviceTrainFeed.run
-    run = getattr(run, "original", run)  # Not the spy of an earlier call.
+    calls = []  # Steps run by each call of a compiled training function, in order.
+    compile_feed = feeds.DeviceTrainFeed.compile
+    compile_feed = getattr(compile_feed, "original", compile_feed)  # Not an earlier call's spy.
 
-    def spy(self, state, sums, step, n):
-        calls.append((step, n))
-        return run(self, state, sums, step, n)
+    def counted(fn, steps):
+        def call(*args):
+            calls.append(steps)
+            return fn(*args)
 
-    spy.original = run
-    monkeypatch.setattr(feeds.DeviceTrainFeed, "run", spy)
+        return call
+
+    def spy(self, state, sums):
+        compile_feed(self, state, sums)
+        self._fn = counted(self._fn, 1)
+        if self._many is not None:
+            self._many = counted(self._many, self.per_call)
+
+    spy.original = compile_feed
+    monkeypatch.setattr(feeds.DeviceTrainFeed, "compile", spy)
     caplog.clear()
     jax.config.update("jax_log_compiles", True)
     try:
@@ -82,14 +91,17 @@ def _train(workdir, per_call: int, caplog, monkeypatch):
 def test_k_steps_per_call_train_what_single_steps_train(tmp_path, caplog, monkeypatch):
     one, train_one, params_one, _, calls_one = _train(tmp_path / "k1", 1, caplog, monkeypatch)
     four, train_four, params_four, compiled, calls = _train(tmp_path / "k4", 4, caplog, monkeypatch)
-    assert calls_one == [(s, 1) for s in range(50)]
-    # Calls of 4 up to each boundary (log steps 6, 12, ..., the epoch's end at 44, step 50).
+    assert calls_one == [1] * 50
+    # Calls of 4 up to each boundary (log steps 6, 12, ..., the epoch's end at 44, step 50);
+    # shorter stretches run as single steps.
     boundaries = sorted({*range(6, 49, 6), 44, 50})
     expected, step = [], 0
     for end in boundaries:
         while step < end:
-            expected.append((step, min(4, end - step)))
-            step += expected[-1][1]
+            n = min(4, end - step)
+            expected += [4] if n == 4 else [1] * n
+            step += n
+    assert sum(expected) == 50 and expected.count(4) == 8
     assert calls == expected
 
     # The same log steps (every 6th and the last), with the same running metrics.
