@@ -67,10 +67,35 @@ def steps_per_execution(config) -> int:
     return max(1, int(config.get("steps_per_execution", 1)))
 
 
+def _track_nonfinite(bad, batch_sums, step):
+    """`bad` (the first step whose loss was not finite, 0 for none), or `step` (1-based, the
+    step just taken) when there was none before and this step's loss is not finite."""
+    fresh = (bad == 0) & ~jnp.isfinite(batch_sums["loss_sum"])
+    return jnp.where(fresh, step.astype(bad.dtype), bad)
+
+
 class _TrainFeed:
-    """What the loop calls: `step` runs one training step, `run` several in a row."""
+    """What the loop calls: `step` runs one training step, `run` several in a row.
+
+    Each compiled step also carries one device scalar: the first step whose loss was not
+    finite. The loop checks losses only at log steps (a host sync each); this names the exact
+    step when one was not finite."""
 
     per_call = 1  # Steps one device call can run (`run` with n == per_call uses it).
+    mesh = None
+    _bad = None
+
+    def _nonfinite(self):
+        if self._bad is None:  # A global (replicated) scalar, on every process.
+            zero = jax.jit(
+                lambda: jnp.zeros((), jnp.int32), out_shardings=parallel.replicated(self.mesh)
+            )
+            self._bad = zero()
+        return self._bad
+
+    def first_nonfinite_step(self) -> int:
+        """The first training step (1-based) whose loss was not finite; 0 if none was."""
+        return 0 if self._bad is None else int(jax.device_get(self._bad))
 
     def step(self, state, sums, step: int):
         raise NotImplementedError
@@ -106,30 +131,31 @@ class DeviceTrainFeed(_TrainFeed):
         batch_sharding = parallel.data_sharded(self.mesh)
         mean, std = self.data.mean, self.data.std
 
-        def fused(state, sums, arrays, perm, step_in_epoch):
+        def fused(state, sums, bad, arrays, perm, step_in_epoch):
             batch = pipeline.take_batch(arrays, perm, step_in_epoch, bs)
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             aug_rng, step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))
             batch = task.augment(batch, aug_rng, fill=_mean_pixel(mean))
             batch["image"] = pipeline.normalize(batch["image"], mean, std)
             state, batch_sums = train_step(state, batch, step_rng)
-            return state, metrics.add(sums, batch_sums)
+            bad = _track_nonfinite(bad, batch_sums, state.step)
+            return state, metrics.add(sums, batch_sums), bad
 
-        def fused_many(state, sums, arrays, perm, first_step_in_epoch):
+        def fused_many(state, sums, bad, arrays, perm, first_step_in_epoch):
             def body(carry, i):
                 return fused(*carry, arrays, perm, first_step_in_epoch + i), None
 
             # Unrolled: inside an XLA:CPU while loop the same step ran 4.6-5.6x slower
             # (docs/decisions.md); unrolled, each step is the single step's program.
             offsets = jnp.arange(n, dtype=jnp.int32)
-            return jax.lax.scan(body, (state, sums), offsets, unroll=n)[0]
+            return jax.lax.scan(body, (state, sums, bad), offsets, unroll=n)[0]
 
         repl = parallel.replicated(self.mesh)
         return jax.jit(
             fused if n == 1 else fused_many,
-            in_shardings=(self.state_shardings, repl, repl, repl, repl),
-            out_shardings=(self.state_shardings, repl),
-            donate_argnums=(0, 1),
+            in_shardings=(self.state_shardings, repl, repl, repl, repl, repl),
+            out_shardings=(self.state_shardings, repl, repl),
+            donate_argnums=(0, 1, 2),
         )
 
     def _permutation(self, epoch: int):
@@ -142,7 +168,7 @@ class DeviceTrainFeed(_TrainFeed):
     def compile(self, state, sums) -> None:
         """Compiles the fused step (and the k-step call) once; calls then refuse other shapes
         instead of retracing. The two compile side by side: XLA releases the GIL."""
-        args = (state, sums, self.arrays, self._permutation(0), np.int32(0))
+        args = (state, sums, self._nonfinite(), self.arrays, self._permutation(0), np.int32(0))
         sizes = [1] if self.per_call == 1 else [1, self.per_call]
         lowered = [self._jitted(n).lower(*args) for n in sizes]
         with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
@@ -150,8 +176,10 @@ class DeviceTrainFeed(_TrainFeed):
         self._fn, self._many = compiled[0], (compiled[1] if len(compiled) > 1 else None)
 
     def step(self, state, sums, step: int):
-        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-        return self._fn(state, sums, self.arrays, self._permutation(epoch), np.int32(step_in_epoch))
+        epoch, i = divmod(step, self.steps_per_epoch)
+        perm = self._permutation(epoch)
+        state, sums, self._bad = self._fn(state, sums, self._bad, self.arrays, perm, np.int32(i))
+        return state, sums
 
     def run(self, state, sums, step: int, n: int):
         if n != self.per_call or self._many is None:
@@ -159,7 +187,11 @@ class DeviceTrainFeed(_TrainFeed):
         epoch, first = divmod(step, self.steps_per_epoch)
         if first + n > self.steps_per_epoch:
             raise ValueError(f"steps {step}..{step + n - 1} cross the end of epoch {epoch}")
-        return self._many(state, sums, self.arrays, self._permutation(epoch), np.int32(first))
+        perm = self._permutation(epoch)
+        state, sums, self._bad = self._many(
+            state, sums, self._bad, self.arrays, perm, np.int32(first)
+        )
+        return state, sums
 
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
         """The next `compile` builds the step for a new training phase (see loop.Phase)."""
@@ -199,18 +231,19 @@ class StreamTrainFeed(_TrainFeed):
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         mean, std = self.data.mean, self.data.std
 
-        def fused(state, sums, batch):
+        def fused(state, sums, bad, batch):
             step_rng = jax.random.split(jax.random.fold_in(base_rng, state.step))[1]
             x = pipeline.normalize(batch["image"], mean, std)
             state, batch_sums = train_step(state, {"image": x, "label": batch["label"]}, step_rng)
-            return state, metrics.add(sums, batch_sums)
+            bad = _track_nonfinite(bad, batch_sums, state.step)
+            return state, metrics.add(sums, batch_sums), bad
 
         repl = parallel.replicated(self.mesh)
         return jax.jit(
             fused,
-            in_shardings=(self.state_shardings, repl, self.sharding),
-            out_shardings=(self.state_shardings, repl),
-            donate_argnums=(0, 1),
+            in_shardings=(self.state_shardings, repl, repl, self.sharding),
+            out_shardings=(self.state_shardings, repl, repl),
+            donate_argnums=(0, 1, 2),
         )
 
     def compile(self, state, sums) -> None:
@@ -219,7 +252,7 @@ class StreamTrainFeed(_TrainFeed):
             "image": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=self.sharding),
             "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32, sharding=self.sharding),
         }
-        self._fn = self._jitted().lower(state, sums, batch).compile()
+        self._fn = self._jitted().lower(state, sums, self._nonfinite(), batch).compile()
 
     def step(self, state, sums, step: int):
         if self._iter is None or step != self._next:
@@ -227,7 +260,9 @@ class StreamTrainFeed(_TrainFeed):
         got, host = next(self._iter)
         assert got == step, (got, step)
         self._next = step + 1
-        return self._fn(state, sums, streaming.to_global(host, self.sharding))
+        batch = streaming.to_global(host, self.sharding)
+        state, sums, self._bad = self._fn(state, sums, self._bad, batch)
+        return state, sums
 
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
         """The next `compile` builds the step for a new training phase (see loop.Phase)."""

@@ -405,10 +405,15 @@ def _train_and_evaluate(
                 if good
                 else "no checkpoint was written"
             )
+            first = feed.first_nonfinite_step()
+            when = (
+                f"at step {first}"
+                if last_checked < first <= step
+                else f"between step {last_checked + 1} and step {step}"  # An update overflowed.
+            )
             raise NonFiniteLossError(
-                f"loss became {loss_sum} between step {last_checked + 1} and step {step}; "
-                f"training stopped and {where}. Lower --config.optim.lr or clip gradients "
-                "with --config.optim.grad_clip_norm=1.0."
+                f"loss became {loss_sum} {when}; training stopped and {where}. Lower "
+                "--config.optim.lr or clip gradients with --config.optim.grad_clip_norm=1.0."
             )
         last_checked = step
 

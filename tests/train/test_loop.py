@@ -133,23 +133,28 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
 def test_non_finite_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     # The learning rate jumps by 1e12 half-way: fine for 20 steps, then the loss blows up.
-    proc = launch(
-        [
-            *TINY_QUICKSTART,
-            "--config.optim.name=sgd",
-            "--config.optim.lr=0.01",
-            "--config.schedule.warmup_epochs=0",
-            "--config.schedule.name=piecewise",
-            "--config.schedule.boundaries=(0.5,)",
-            "--config.schedule.decay_factor=1e12",
-            f"--workdir={workdir}",
-        ]
-    )
+    blow_up = [
+        *TINY_QUICKSTART,
+        "--config.optim.name=sgd",
+        "--config.optim.lr=0.01",
+        "--config.schedule.warmup_epochs=0",
+        "--config.schedule.name=piecewise",
+        "--config.schedule.boundaries=(0.5,)",
+        "--config.schedule.decay_factor=1e12",
+    ]
+    proc = launch([*blow_up, f"--workdir={workdir}"])
     assert proc.returncode == 3, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     message = proc.stderr.strip().splitlines()[-1]
-    assert message.startswith("error: loss became") and "between step 21 and step 25" in message
+    # Losses are fetched every 5 steps (21..25 here), yet the message names the exact step.
+    assert message.startswith("error: loss became nan at step 22;"), message
     assert "last good checkpoint (step 20)" in message
+    # Checked independently: logging every step, step 21's loss is the last finite one.
+    every_step = tmp_path / "every_step"
+    proc = launch([*blow_up, "--config.log_every_steps=1", f"--workdir={every_step}"])
+    assert proc.returncode == 3 and "at step 22;" in proc.stderr
+    logged = events(every_step, "train")
+    assert [e["step"] for e in logged][-1] == 21 and np.isfinite(logged[-1]["loss"])
     saved = sorted(int(p) for p in os.listdir(workdir / "checkpoints") if p.isdigit())
     assert saved[-1] == 20
     tree = ocp.PyTreeCheckpointer().restore(str(workdir / "checkpoints" / "20" / "default"))
