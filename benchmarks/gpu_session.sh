@@ -37,6 +37,13 @@ XLA_FLAGS=--xla_gpu_autotune_level=1 timeout 300 python3 launch.py --experiment=
   --mode=benchmark --compilation_cache=off --config.data.name=synthetic --config.benchmark.steps=100 \
   --config.benchmark.loop_steps=0 2>&1 | quiet | grep -E "images/s  |compile  " | tee -a "$OUT/summary.txt"
 
+# Where the 6.8 ms of the flagship step go (issue 6's last 7%): device busy share and the top
+# kernels. The trace is copied into $OUT (it is a few MB) for ui.perfetto.dev.
+echo "== train step profile, resnet18_cifar, batch 512" | tee -a "$OUT/summary.txt"
+timeout 300 python3 benchmarks/profile_step.py --experiment=resnet18_cifar --steps=20 --top=30 \
+  --out=/tmp/r18_profile 2>&1 | quiet | grep -E "^device busy|^\|" | tee -a "$OUT/summary.txt"
+cp "$(find /tmp/r18_profile -name perfetto_trace.json.gz | head -1)" "$OUT/r18_step_trace.json.gz" 2>/dev/null
+
 echo "== train step, PyTorch eager and torch.compile" | tee -a "$OUT/summary.txt"
 timeout 200 python3 benchmarks/torch_reference.py --batch=512 --steps=100 2>&1 | grep '^{' | tee -a "$OUT/summary.txt"
 wait

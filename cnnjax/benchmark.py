@@ -100,9 +100,19 @@ def synthetic_like(dataset: data_lib.Dataset, num_examples: int, seed: int = 0):
 
 
 def time_train_step(
-    config, *, steps_per_run: int = 20, warmup: int = 3, dataset: data_lib.Dataset | None = None
+    config,
+    *,
+    steps_per_run: int = 20,
+    warmup: int = 3,
+    dataset: data_lib.Dataset | None = None,
+    profile_dir: str | None = None,
 ) -> StepTiming:
-    """Times the training loop's fused step on device-resident synthetic data."""
+    """Times the training loop's fused step on device-resident synthetic data.
+
+    profile_dir: also record the timed steps with the JAX profiler (a Perfetto trace) there,
+    for `benchmarks/profile_step.py`; the profiler's own overhead is then in the timing."""
+    import contextlib
+
     from cnnjax.summary import summarize
 
     real = dataset or data_lib.load(config.data)
@@ -122,12 +132,18 @@ def time_train_step(
         state, sums = feed.run(state, sums, step, k)
         step += k
     jax.block_until_ready((state, sums))
-    t0 = time.perf_counter()
-    for _ in range(calls(steps_per_run)):
-        state, sums = feed.run(state, sums, step, k)
-        step += k
-    jax.block_until_ready((state, sums))
-    elapsed = time.perf_counter() - t0
+    profiling = (
+        jax.profiler.trace(profile_dir, create_perfetto_trace=True)
+        if profile_dir
+        else contextlib.nullcontext()
+    )
+    with profiling:
+        t0 = time.perf_counter()
+        for _ in range(calls(steps_per_run)):
+            state, sums = feed.run(state, sums, step, k)
+            step += k
+        jax.block_until_ready((state, sums))
+        elapsed = time.perf_counter() - t0
     steps_per_run = calls(steps_per_run) * k
     ips = steps_per_run * int(config.batch_size) / elapsed
     fwd = summarize(exp.model, data.image_shape).flops
