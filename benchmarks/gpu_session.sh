@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Every GPU measurement of benchmarks/RESULTS.md in one device call, each under its own time
-# limit, so one stuck command cannot eat the session's device time.
+# Every GPU measurement of benchmarks/RESULTS.md, in three parts that each fit one device call
+# (10 minutes), every command under its own time limit so one stuck command cannot eat the
+# session's device time.
 #
 # On the dev box, first:
 #   ../shared/tools/device-wheels .venv/bin/python     # then copy the needed wheels to .whl-gpu
 #   python benchmarks/pack_folder.py pack /path/to/CIFAR-10-images .data/cifar10_jpeg.npz
-# Then, as the device command (carry .whl-gpu and .data):
-#   bash benchmarks/gpu_session.sh
-# It writes everything under $OUT (or ./gpu_out): logs, metrics.jsonl of both end-to-end runs.
+# Then, as three device commands (carry .whl-gpu and .data):
+#   bash benchmarks/gpu_session.sh step    # the flagship step: cnnjax, autotune, profile, torch
+#   bash benchmarks/gpu_session.sh e2e     # resnet18_cifar end to end: cold, warm, eval at end
+#   bash benchmarks/gpu_session.sh more    # other families, separable convs, steps per call
+# (no argument runs all three, for a machine without the per-call limit). Everything goes under
+# $OUT (or ./gpu_out): summary.txt, logs, the end-to-end runs' metrics.jsonl, the step's trace.
 set -u
+part=${1:-all}
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
 if [ -d .whl-gpu ]; then
@@ -21,10 +26,11 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/dev
 python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__)" | tee -a "$OUT/device.txt"
 
 data=/tmp/cifar10
-if [ -f .data/cifar10_jpeg.npz ] && [ ! -d $data/train ]; then
+if [[ $part == all || $part == e2e ]] && [ -f .data/cifar10_jpeg.npz ] && [ ! -d $data/train ]; then
   python3 benchmarks/pack_folder.py unpack .data/cifar10_jpeg.npz $data &
 fi
 
+if [[ $part == all || $part == step ]]; then
 echo "== train step, cnnjax" | tee -a "$OUT/summary.txt"
 timeout 300 python3 launch.py --experiment=resnet18_cifar --mode=benchmark --compilation_cache=off \
   --config.data.name=synthetic --config.benchmark.steps=100 2>&1 | quiet | tail -11 | tee -a "$OUT/summary.txt"
@@ -46,7 +52,9 @@ cp "$(find /tmp/r18_profile -name perfetto_trace.json.gz | head -1)" "$OUT/r18_s
 
 echo "== train step, PyTorch eager and torch.compile" | tee -a "$OUT/summary.txt"
 timeout 200 python3 benchmarks/torch_reference.py --batch=512 --steps=100 2>&1 | grep '^{' | tee -a "$OUT/summary.txt"
-wait
+fi
+
+if [[ $part == all || $part == more ]]; then
 
 # Depthwise convolutions are slow in XLA on GPU (jax#23713, jax#13800): measured on their own.
 echo "== regular vs depthwise-separable convolutions, and the ImageNet-size families" | tee -a "$OUT/summary.txt"
@@ -63,8 +71,12 @@ for k in 1 8; do
     2>&1 | quiet | grep -E "images/s  |ms/step|compile  |loop  " | tee -a "$OUT/summary.txt"
 done
 
+fi
+
+if [[ $part == all || $part == e2e ]]; then
+wait  # The JPEGs unpacked.
 if [ -d $data/train ]; then
-  rm -rf /tmp/xla_cache
+  rm -rf /tmp/xla_cache $data/.cnnjax_cache  # Cold: no compiled steps, no decoded images.
   for run in cold warm; do
     # cold: empty compilation cache, images decoded from JPEG; warm: both caches filled.
     echo "== end to end, $run" | tee -a "$OUT/summary.txt"
@@ -83,4 +95,5 @@ if [ -d $data/train ]; then
     --workdir=/tmp/r18 --config.data.name=folder:$data --compilation_cache=/tmp/xla_cache \
     --config.eval_every_steps=0 --config.checkpoint_every_steps=0 > "$OUT/e2e_final_eval.log" 2>&1
   quiet < "$OUT/e2e_final_eval.log" | grep -E "compiled in|^done|WALL" | tee -a "$OUT/summary.txt"
+fi
 fi
