@@ -437,6 +437,8 @@ def _train_and_evaluate(
             state = _start_phase(exp, phase, state)
             feed.set_phase(phase.state_shardings, phase.freeze_pattern)
             feed.compile(state, sums)
+            # The images/s of the next log line: from here, not counting the compile.
+            t_last, step_last = time.perf_counter(), step
             emit({"step": step, "kind": "phase", "wall_time": time.time()})
             progress.write(
                 f"phase {phase.index} from step {step}: everything trainable, "
