@@ -3,6 +3,7 @@ writer, the real CIFAR-10 subset in ../shared (skipped when absent), and the use
 
 import importlib.util
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -73,7 +74,8 @@ def test_mock_data_reads_through_data_source(tmp_path, name, shape, num_classes,
     assert len(out["class_names"]) == num_classes and out["class_names"][0] == first_class
 
 
-def test_thread_count_does_not_change_the_result(tmp_path):
+def test_thread_count_does_not_change_the_result(tmp_path, monkeypatch):
+    monkeypatch.setattr(tfds_source, "_MIN_PIXELS_FOR_THREADS", 1)  # Threads for 32x32 too.
     with tfds.testing.mock_data(num_examples=600):
         source = tfds_source.data_source("cifar10", "train", data_dir=str(tmp_path))
         one = tfds_source.read_examples(source, "image", "label", num_threads=1)
@@ -172,6 +174,39 @@ def test_real_cifar10_subset(cifar):
     np.testing.assert_array_equal(np.bincount(cifar["test_labels"]), [100] * 10)
     # Real photos, not blank decodes: mean brightness near CIFAR-10's (about 120 of 255).
     assert 100 < cifar["train_images"].mean() < 140
+
+
+@needs_shared
+def test_small_images_are_read_in_one_thread():
+    source = tfds_source.data_source("cifar10", "train[:10%]", data_dir=SHARED_TFDS)
+    readers = set()
+
+    class Recorded:
+        def __len__(self):
+            return len(source)
+
+        def __getitem__(self, i):
+            readers.add(threading.get_ident())
+            return source[i]
+
+    images, _ = tfds_source.read_examples(Recorded(), "image", "label", num_threads=4)
+    assert images.shape == (500, 32, 32, 3)
+    assert readers == {threading.get_ident()}  # 32x32 PNGs decode faster without threads.
+
+
+@needs_shared
+def test_decoding_a_big_split_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNNJAX_DATA_CACHE", str(tmp_path / "cache"))
+    tfds_source.load_tfds("cifar10", data_dir=SHARED_TFDS)
+    lines = capsys.readouterr().out.splitlines()
+    # The 5,000 training images are a wait worth announcing (tests have no terminal: lines, not
+    # a bar); the 1,000 test images are not.
+    assert (
+        lines[0] == "cifar10 train: decoding 5,000 images once; later runs read the decoded cache"
+    )
+    assert lines[1].startswith("cifar10 train: 5,000 images decoded in ") and len(lines) == 2
+    tfds_source.load_tfds("cifar10", data_dir=SHARED_TFDS)  # From the cache: quiet.
+    assert capsys.readouterr().out == ""
 
 
 @needs_shared
