@@ -154,8 +154,9 @@ def _decode_all(
     if num_workers <= 1 or len(files) < _MIN_FILES_FOR_PROCESSES:
         out = []
         for i in range(0, len(files), 256):
-            out += _decode_chunk(files[i : i + 256], image_size)
-            on_chunk(len(files[i : i + 256]))
+            chunk = files[i : i + 256]
+            out += _decode_chunk(chunk, image_size)
+            on_chunk(len(chunk))
         return out
     import multiprocessing
 

@@ -373,7 +373,9 @@ def _train_and_evaluate(
         writer.write({"step": 0, "kind": "compile", "seconds": compile_s, "wall_time": time.time()})
 
     progress = Progress(total=total, initial=start_step, desc=name)
-    phase_starts = tuple(p.start for p in exp.phases)
+    # Where a device call of several steps must end, besides the intervals: phase starts, and
+    # the fault-injection step of the resume tests.
+    marks = (*(p.start for p in exp.phases), _FAULT_KILL_AT_STEP)
     if feeds.steps_per_execution(cfg) > 1 and isinstance(feed, feeds.StreamTrainFeed):
         print(
             f"note: steps_per_execution={cfg.steps_per_execution} applies to the on-device "
@@ -452,7 +454,7 @@ def _train_and_evaluate(
             per_call=feed.per_call,
             total=total,
             intervals=(log_every, eval_every, ckpt_every, spe),
-            marks=phase_starts + (_FAULT_KILL_AT_STEP,),
+            marks=marks,
         )
         state, sums = feed.run(state, sums, step, n)
         step += n
