@@ -99,6 +99,7 @@ def _default_workdir(name: str) -> str:
 
 def run(argv) -> int:
     import experiments
+    from cnnjax import workdir as workdir_lib
     from cnnjax.errors import UserError, did_you_mean
     from cnnjax.overrides import apply_overrides
 
@@ -126,11 +127,11 @@ def run(argv) -> int:
     if mode in ("eval", "predict", "visualize") and FLAGS.workdir:
         # A trained run is read with the settings it was trained with; the command's own
         # --config overrides still win.
-        defaults = _with_run_settings(defaults, FLAGS.workdir)
+        defaults = workdir_lib.with_run_settings(defaults, FLAGS.workdir)
     config = apply_overrides(defaults, _OVERRIDES)
 
-    from cnnjax import parallel
-    from cnnjax.train import loop
+    from cnnjax import parallel, runs
+    from cnnjax.train import experiment, loop
 
     _enable_compilation_cache(FLAGS.compilation_cache)
     if config.get("deterministic", False):
@@ -144,13 +145,13 @@ def run(argv) -> int:
         from cnnjax.summary import format_summary, summarize
 
         try:
-            exp, described = loop.build(config), False
+            exp, described = experiment.build(config), False
         except UserError as unavailable:  # Not prepared here: the shapes still tell the model.
             try:
                 task = tasks.TASKS.get(str(config.get("task", "classification")))
                 keys = task.target_keys if task else ("label",)
                 stand_in = data_lib.describe(config.data, keys, config.batch_size)
-                exp, described = loop.build(config, stand_in), True
+                exp, described = experiment.build(config, stand_in), True
             except Exception:  # noqa: BLE001 - no description either: the first error says why.
                 raise unavailable from None
         print(format_summary(summarize(exp.model, exp.data.image_shape)))
@@ -224,7 +225,7 @@ def run(argv) -> int:
     if mode == "eval":
         if not FLAGS.workdir:
             raise UserError("--mode=eval needs the run to evaluate: pass --workdir=RUN_DIR.")
-        result = loop.evaluate_checkpoint(config, FLAGS.workdir)
+        result = runs.evaluate_checkpoint(config, FLAGS.workdir)
         if config.get("task", "classification") != "classification":  # All its metrics.
             scalars = [f"{k} {v:.4f}" for k, v in result.items() if isinstance(v, float)]
             print(f"{name} @ step {result['step']}: test {', '.join(scalars)}")
@@ -249,45 +250,6 @@ def run(argv) -> int:
     return 0
 
 
-def _with_run_settings(config, workdir: str):
-    """`config` with the values of the run's config.json (written by training) where they
-    differ; keys this version no longer has, or values it cannot take, are left out."""
-    import json
-
-    from cnnjax.errors import UserError
-    from cnnjax.overrides import apply_overrides
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
-        return config
-    with open(path) as f:
-        saved = _flatten(json.load(f))
-    current = _flatten(json.loads(config.to_json_best_effort()))
-    changed = []
-    for key, value in saved.items():
-        if key in current and current[key] == value or value is None:
-            continue
-        text = value if isinstance(value, str) else json.dumps(value)
-        try:
-            config = apply_overrides(config, [(key, text)])
-        except UserError:
-            continue
-        changed.append(key)
-    if changed:
-        print(f"using the run's settings from {path}: {', '.join(changed)}", flush=True)
-    return config
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _enable_compilation_cache(directory: str) -> None:
     """Points JAX's persistent compilation cache at `directory` (unless disabled or set by
     the user through JAX_COMPILATION_CACHE_DIR). Only compilations over a second are kept."""
@@ -310,8 +272,7 @@ def _deterministic_gpu_kernels() -> None:
 def main(argv):
     from absl import logging
 
-    from cnnjax.errors import UserError
-    from cnnjax.train.loop import NonFiniteLossError
+    from cnnjax.errors import NonFiniteLossError, UserError
 
     if not FLAGS["verbosity"].present:
         # orbax logs every save at INFO and warns about routine things; `-v 0` shows it all.

@@ -20,7 +20,7 @@ import jax
 
 import experiments
 from cnnjax.overrides import apply_overrides
-from cnnjax.train import checkpoint, loop
+from cnnjax.train import checkpoint, experiment
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
     config = apply_overrides(
         experiments.EXPERIMENTS[args.experiment].get_config(), [("data.name", "synthetic")]
     )
-    exp = loop.build(config)
+    exp = experiment.build(config)
     tree = {"state": exp.init_state(), "train_sums": jax.jit(exp.task.zero_train_sums)()}
     n = sum(x.size for x in jax.tree.leaves(tree))
     ckpts = module.Checkpoints(os.path.join(tempfile.mkdtemp(), "ckpt"), keep=2)

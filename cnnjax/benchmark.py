@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnjax import data as data_lib
 from cnnjax.train import feeds
-from cnnjax.train.loop import build
+from cnnjax.train.experiment import build, compute_dtype
 
 # Peak dense matrix throughput per device in TFLOP/s (bf16; fp32 where noted), vendor figures.
 # H100/H200 SXM: ~790 TFLOP/s bf16 measured on this project's lent GPUs (989 nominal).
@@ -52,7 +52,6 @@ def mfu_peak(config) -> tuple[float | None, str]:
     given = float(config.get("benchmark", {}).get("peak_tflops", 0.0) or 0.0)
     if given > 0:
         return given, ""
-    from cnnjax.train.loop import compute_dtype
 
     peak = device_peak_tflops()
     if peak is None:

@@ -232,7 +232,7 @@ def predict_run(config, workdir: str, paths, *, top_k: int = 5) -> list[dict]:
     """Top-k predictions for image files with the best (else the latest readable) checkpoint
     of the run in `workdir`. With no checkpoint there, `init.keras_weights` (if set) is used
     through `predict_keras`; otherwise a UserError says to train first."""
-    from cnnjax.train import loop  # Local: the training stack is heavy to import.
+    from cnnjax import runs  # Local: the training stack is heavy to import.
 
     paths = _as_paths(paths)
     keras_weights = ""
@@ -242,7 +242,7 @@ def predict_run(config, workdir: str, paths, *, top_k: int = 5) -> list[dict]:
     has_dir = os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir))
     if keras_weights and not has_dir:
         return predict_keras(keras_weights, paths, top_k=top_k)
-    exp, state, step = loop.restore_best(config, workdir)
+    exp, state, step = runs.restore_best(config, workdir)
     if step is None:
         if keras_weights:
             return predict_keras(keras_weights, paths, top_k=top_k)

@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnjax import predict as P  # noqa: E402
+from cnnjax import runs  # noqa: E402
 from cnnjax.data import digits, pipeline, transforms  # noqa: E402
 from cnnjax.errors import UserError  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402
@@ -115,7 +116,7 @@ def test_predict_run_names_errors_and_matches_model_apply(trained, digit_files):
 
     # Deterministic, and the same numbers as applying the model to the same pixels.
     assert P.predict_run(config, workdir, all_paths) == results
-    exp, state, step = loop.restore_best(config, workdir)
+    exp, state, step = runs.restore_best(config, workdir)
     assert step == 20
     images, ok, errors = P.load_images(paths, 32, 1)
     assert ok == paths and errors == []

@@ -14,7 +14,7 @@ import experiments
 from cnnjax import data as data_lib
 from cnnjax.errors import UserError
 from cnnjax.overrides import apply_overrides
-from cnnjax.train import feeds, loop
+from cnnjax.train import experiment, feeds, loop
 
 SHRINK = [
     "--config.num_train_steps=3",
@@ -72,7 +72,7 @@ def test_fcn8s_shapes_takes_the_other_fcn_variants(variant):
     config = apply_overrides(
         experiments.EXPERIMENTS["fcn8s_shapes"].get_config(), [("model.name", variant)]
     )
-    exp = loop.build(config)
+    exp = experiment.build(config)
     x = jax.ShapeDtypeStruct((2, *exp.data.image_shape), np.float32)
     out = jax.eval_shape(
         lambda v, x: exp.model.apply(v, x, train=False), exp.abstract_state.variables, x
@@ -110,7 +110,7 @@ def test_tasks_other_than_classification_refuse_the_streaming_feed():
     config = apply_overrides(
         experiments.EXPERIMENTS["localize_shapes"].get_config(), [("data.feeding", "stream")]
     )
-    exp = loop.build(config)
+    exp = experiment.build(config)
     with pytest.raises(UserError, match="on-device feed only"):
         feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
 
@@ -120,8 +120,8 @@ def test_unknown_task_and_missing_targets_are_user_errors():
     with config.unlocked():
         config.task = "localisation"
     with pytest.raises(UserError, match="Did you mean 'localization'"):
-        loop.build(config)
+        experiment.build(config)
     with config.unlocked():
         config.task = "segmentation"
     with pytest.raises(UserError, match="needs mask targets"):
-        loop.build(config)  # The digits have no masks.
+        experiment.build(config)  # The digits have no masks.

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 import experiments
 from cnnjax.overrides import apply_overrides
-from cnnjax.train import loop, transfer
+from cnnjax.train import experiment, loop, transfer
 
 SMALL_XCEPTION = [
     ("data.image_size", "71"),
@@ -51,7 +51,7 @@ def test_xception_transfer_under_mock_tf_flowers_freezes_the_backbone_exactly(tm
     assert config.data.name == "tf_flowers" and config.data.normalization == "inception"
     run = tmp_path / "run"
     with tfds.testing.mock_data(num_examples=16):
-        exp = loop.build(config)
+        exp = experiment.build(config)
         state = jax.device_get(exp.init_state())  # The run starts from this (same seed).
         initial = transfer.flatten({"params": state.params})
         initial_stats = transfer.flatten(state.batch_stats)

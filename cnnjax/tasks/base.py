@@ -55,6 +55,9 @@ class Task:
     target_keys: tuple[str, ...] = ()
     progress_metric: str = "accuracy"
     requires_device_feed: bool = True
+    # Whether the model outputs one (B, classes) logits array, so that class probabilities can
+    # be averaged (flip test-time augmentation) or ranked (predict, pictures).
+    outputs_class_scores: bool = False
     mask_fill: int = 255  # What crop padding writes into a "mask" target (an ignore label).
 
     def __init__(self, config, data):

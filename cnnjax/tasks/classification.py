@@ -1,11 +1,14 @@
 """Image classification: one label per image, softmax cross-entropy, accuracy/top-5/F1."""
 
+import types
+
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from cnnjax import models
+from cnnjax.core import losses, metrics
 from cnnjax.tasks.base import Task, model_kwargs
-from cnnjax.train import losses, metrics
 
 
 def loss_and_sums(logits, labels, *, num_classes: int, label_smoothing: float = 0.0):
@@ -69,6 +72,7 @@ class Classification(Task):
     target_keys = ("label",)
     progress_metric = "accuracy"
     requires_device_feed = False
+    outputs_class_scores = True
 
     def build_model(self, dtype):
         return models.get_model(
@@ -107,3 +111,10 @@ class Classification(Task):
 
     def report_lines(self, scalars, arrays):
         return report_lines(scalars, arrays["confusion"], self.data.class_names)
+
+
+def for_labels(num_classes: int, *, label_smoothing: float = 0.0) -> Classification:
+    """A classification task over `num_classes` labels without a run's config or dataset: what
+    `cnnjax.train.steps` needs to build a train or eval step in research code or a test."""
+    config = ml_collections.ConfigDict({"label_smoothing": float(label_smoothing)})
+    return Classification(config, types.SimpleNamespace(num_classes=int(num_classes)))

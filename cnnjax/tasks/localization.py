@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import models
+from cnnjax.core import losses, metrics
 from cnnjax.errors import UserError
 from cnnjax.models import fcn
 from cnnjax.ops.boxes import box_iou
 from cnnjax.tasks import classification
 from cnnjax.tasks.base import Task, model_kwargs
-from cnnjax.train import losses, metrics
 
 # Backbones that are not registered classifiers, by name (registered models come first).
 EXTRA_BACKBONES = {"small": fcn.SmallBackbone}

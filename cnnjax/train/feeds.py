@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import parallel, tasks
+from cnnjax.core import metrics
 from cnnjax.data import pipeline, streaming, transforms
 from cnnjax.errors import UserError
-from cnnjax.train import metrics, steps
+from cnnjax.train import steps
 
 TRAIN_STREAM = 1  # fold_in tag of the training RNG (dropout, on-device augmentation).
 
@@ -126,7 +127,7 @@ class DeviceTrainFeed(_TrainFeed):
     def _jitted(self, n: int = 1):
         """The fused step, or (n > 1) n of them in one `lax.scan` over consecutive batches."""
         cfg, bs, task = self.config, self.batch_size, self.task
-        train_step = steps.make_train_step(task=task, freeze_pattern=self.freeze_pattern)
+        train_step = steps.make_train_step(task, freeze_pattern=self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         batch_sharding = parallel.data_sharded(self.mesh)
         mean, std = self.data.mean, self.data.std
@@ -194,7 +195,7 @@ class DeviceTrainFeed(_TrainFeed):
         return state, sums
 
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
-        """The next `compile` builds the step for a new training phase (see loop.Phase)."""
+        """The next `compile` builds the step for a new training phase (see experiment.Phase)."""
         self.state_shardings, self.freeze_pattern = state_shardings, freeze_pattern
         self._fn, self._many = None, None
 
@@ -227,7 +228,7 @@ class StreamTrainFeed(_TrainFeed):
 
     def _jitted(self):
         cfg = self.config
-        train_step = steps.make_train_step(task=self.task, freeze_pattern=self.freeze_pattern)
+        train_step = steps.make_train_step(self.task, freeze_pattern=self.freeze_pattern)
         base_rng = jax.random.fold_in(jax.random.key(cfg.seed), TRAIN_STREAM)
         mean, std = self.data.mean, self.data.std
 
@@ -265,7 +266,7 @@ class StreamTrainFeed(_TrainFeed):
         return state, sums
 
     def set_phase(self, state_shardings, freeze_pattern: str) -> None:
-        """The next `compile` builds the step for a new training phase (see loop.Phase)."""
+        """The next `compile` builds the step for a new training phase (see experiment.Phase)."""
         self.state_shardings, self.freeze_pattern, self._fn = state_shardings, freeze_pattern, None
 
     def close(self) -> None:
@@ -284,9 +285,7 @@ def _eval_batch_size(config, num_devices: int) -> int:
 
 
 def _make_batch_sums(config, data, mesh, task):
-    eval_step = steps.make_eval_step(
-        task=task, flip_tta=bool(config.augment.get("test_flip", False))
-    )
+    eval_step = steps.make_eval_step(task, flip_tta=bool(config.augment.get("test_flip", False)))
     batch_sharding = parallel.data_sharded(mesh)
 
     def batch_sums(state, batch):

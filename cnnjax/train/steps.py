@@ -3,7 +3,8 @@
 `train_step(state, batch, rng) -> (state, metrics)` and `eval_step(state, batch) -> sums` are
 plain functions of arrays; the loop jits them once (with donation and shardings).
 batch: {"image": float (B, H, W, C) normalized, the task's targets ("label": int32 (B,), ...),
-"weight": float (B,) for eval (0 marks padding)}. Without a task, classification.
+"weight": float (B,) for eval (0 marks padding)}. What is learned and measured is the task's
+(`loss`, `eval_sums`); these functions know nothing about labels.
 """
 
 import flax.linen as nn
@@ -12,33 +13,16 @@ import jax.numpy as jnp
 import optax
 
 from cnnjax.errors import UserError
-from cnnjax.tasks import classification
 from cnnjax.train.state import TrainState
 
 
-def make_train_step(
-    *,
-    num_classes: int | None = None,
-    label_smoothing: float = 0.0,
-    freeze_pattern: str = "",
-    task=None,
-):
+def make_train_step(task, *, freeze_pattern: str = ""):
     """Returns `train_step(state, batch, rng) -> (new_state, metric sums)`.
 
-    task: a `cnnjax.tasks.Task` whose `loss(outputs, batch)` is minimized; None is
-    classification with `num_classes` and `label_smoothing`.
+    task: a `cnnjax.tasks.Task` whose `loss(outputs, batch)` is minimized.
     freeze_pattern: BatchNorm layers whose parameters match it run on their running statistics
     (`cnnjax.train.transfer.frozen_batchnorm`); the optimizer freezes the parameters themselves.
     """
-    if task is not None:
-        task_loss = task.loss
-    else:
-
-        def task_loss(logits, batch):
-            return classification.loss_and_sums(
-                logits, batch["label"], num_classes=num_classes, label_smoothing=label_smoothing
-            )
-
     interceptor = None
     if freeze_pattern:
         from cnnjax.train.transfer import frozen_batchnorm
@@ -58,7 +42,7 @@ def make_train_step(
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
             outputs, mutated = apply(state, variables, batch["image"], rng)
-            loss, sums = task_loss(outputs, batch)
+            loss, sums = task.loss(outputs, batch)
             return loss, (mutated, sums)
 
         grads, (mutated, sums) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -83,15 +67,14 @@ def flip_averaged_logits(apply, images):
     return jnp.log((probs[:n] + probs[n:]) / 2)
 
 
-def make_eval_step(*, num_classes: int | None = None, task=None, flip_tta: bool = False):
+def make_eval_step(task, *, flip_tta: bool = False):
     """Returns `eval_step(state, batch) -> metric sums` of `task.eval_sums` (padding rows have
-    batch["weight"] 0). Without a task, classification (see `cnnjax.train.metrics`): the
-    evaluation loss is the plain cross-entropy (no label smoothing), the test NLL.
+    batch["weight"] 0; for classification the loss is the plain cross-entropy, the test NLL).
 
     flip_tta: classify each image and its mirror image in one batch and average the class
     probabilities (`augment.test_flip`; classification only).
     """
-    if flip_tta and task is not None and task.name != "classification":
+    if flip_tta and not task.outputs_class_scores:
         raise UserError(
             f"augment.test_flip averages class probabilities, which task={task.name!r} does "
             "not output; leave it off for this task."
@@ -103,15 +86,6 @@ def make_eval_step(*, num_classes: int | None = None, task=None, flip_tta: bool 
             outputs = flip_averaged_logits(apply, batch["image"])
         else:
             outputs = state.apply_fn(state.variables, batch["image"], train=False)
-        if task is not None:
-            return task.eval_sums(outputs, batch)
-        return classification.eval_sums(
-            outputs, batch["label"], batch["weight"], num_classes=num_classes
-        )
+        return task.eval_sums(outputs, batch)
 
     return eval_step
-
-
-def zero_train_sums() -> dict:
-    """The classification train sums (a task gives its own: `Task.zero_train_sums`)."""
-    return classification.zero_train_sums()

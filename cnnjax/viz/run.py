@@ -16,9 +16,10 @@ import os
 import jax
 import numpy as np
 
+from cnnjax import runs
 from cnnjax.data import transforms
 from cnnjax.errors import UserError
-from cnnjax.train import loop, writers
+from cnnjax.train import writers
 from cnnjax.viz import (
     confusion,
     curves,
@@ -55,7 +56,7 @@ def _predict(model, variables, images, mean, std, batch_size: int = 256) -> np.n
 
 def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
     """Writes the pictures of the run in `workdir`; returns {kind: png path}."""
-    exp, state, step = loop.restore_best(config, workdir)
+    exp, state, step = runs.restore_best(config, workdir)
     variables = jax.device_get(state.variables)
     data, model, vc = exp.data, exp.model, config.viz
     source = f"checkpoint at step {step}" if step is not None else "FRESH (untrained) weights"

@@ -10,10 +10,10 @@ from tasks.test_detection import _perfect_predictions  # tests/ is on the path
 
 import experiments
 from cnnjax import data as data_lib
+from cnnjax.core import metrics
 from cnnjax.data import pipeline
 from cnnjax.errors import UserError
 from cnnjax.tasks import Detection, detection, get_task
-from cnnjax.train import metrics
 
 
 def _shapes(num_train=12, num_test=5, max_objects=3):

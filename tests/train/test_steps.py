@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cnnjax.core import metrics
 from cnnjax.data import pipeline
 from cnnjax.models import get_model
-from cnnjax.train import metrics, steps
+from cnnjax.tasks.classification import for_labels
+from cnnjax.train import steps
 from cnnjax.train.state import create_train_state
 
 
@@ -38,7 +40,7 @@ def test_loss_falls_on_a_fixed_batch():
     tx = optax.adam(1e-3)
     state = create_train_state(model, tx, jax.random.key(0), (32, 32, 1))
     batch = _batch(n=32, size=32, classes=10)
-    step = jax.jit(steps.make_train_step(num_classes=10))
+    step = jax.jit(steps.make_train_step(for_labels(10)))
     losses = []
     for i in range(30):
         state, sums = step(state, batch, jax.random.key(i))
@@ -52,11 +54,11 @@ def test_batch_stats_change_only_in_training():
     state = create_train_state(model, optax.sgd(0.1), jax.random.key(0), (8, 8, 1))
     before = jax.tree.map(np.asarray, state.batch_stats)
     batch = _batch()
-    new_state, _ = jax.jit(steps.make_train_step(num_classes=3))(state, batch, jax.random.key(1))
+    new_state, _ = jax.jit(steps.make_train_step(for_labels(3)))(state, batch, jax.random.key(1))
     moved = jax.tree.map(lambda a, b: not np.allclose(a, b), before, new_state.batch_stats)
     assert all(jax.tree.leaves(moved)), "training must update the running statistics"
 
-    eval_step = jax.jit(steps.make_eval_step(num_classes=3))
+    eval_step = jax.jit(steps.make_eval_step(for_labels(3)))
     eval_step(new_state, {**batch, "weight": jnp.ones(16)})
     after_eval = jax.tree.map(np.asarray, new_state.batch_stats)
     jax.tree.map(
@@ -67,7 +69,7 @@ def test_batch_stats_change_only_in_training():
 def test_dropout_uses_the_step_rng():
     model = TinyBN()
     state = create_train_state(model, optax.sgd(0.0), jax.random.key(0), (8, 8, 1))
-    step = jax.jit(steps.make_train_step(num_classes=3))
+    step = jax.jit(steps.make_train_step(for_labels(3)))
     batch = _batch()
     _, a = step(state, batch, jax.random.key(1))
     _, b = step(state, batch, jax.random.key(1))
@@ -83,7 +85,7 @@ def test_eval_is_exact_over_a_padded_last_batch():
     n = 23  # 3 batches of 8 with one padded row.
     images = rng.integers(0, 256, (n, 32, 32, 1)).astype(np.uint8)
     labels = rng.integers(0, 10, n).astype(np.int32)
-    eval_step = jax.jit(steps.make_eval_step(num_classes=10))
+    eval_step = jax.jit(steps.make_eval_step(for_labels(10)))
 
     def run(batch_size):
         padded = pipeline.pad_for_eval({"image": images, "label": labels}, batch_size)
@@ -112,7 +114,7 @@ def test_bfloat16_compute_keeps_float32_parameters():
     batch = _batch(n=8, size=32, classes=10)
     logits = model.apply(state.variables, batch["image"], train=False)
     assert logits.dtype == jnp.bfloat16
-    new_state, sums = jax.jit(steps.make_train_step(num_classes=10))(
+    new_state, sums = jax.jit(steps.make_train_step(for_labels(10)))(
         state, batch, jax.random.key(1)
     )
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(new_state.params))
@@ -127,7 +129,7 @@ def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
     p = (
         jax.nn.softmax(apply(batch["image"])) + jax.nn.softmax(apply(batch["image"][:, :, ::-1]))
     ) / 2  # By hand: the mean of the two probability vectors.
-    sums = jax.jit(steps.make_eval_step(num_classes=3, flip_tta=True))(state, batch)
+    sums = jax.jit(steps.make_eval_step(for_labels(3), flip_tta=True))(state, batch)
     nll = -np.log(np.asarray(p)[np.arange(6), np.asarray(batch["label"])]).sum()
     np.testing.assert_allclose(float(sums["loss_sum"]), nll, rtol=1e-5)
     correct = (np.asarray(p).argmax(-1) == np.asarray(batch["label"])).sum()
@@ -135,8 +137,8 @@ def test_flip_tta_averages_the_probabilities_of_image_and_mirror():
 
     # On mirror-symmetric images TTA changes nothing.
     sym = batch["image"] + batch["image"][:, :, ::-1]
-    plain = jax.jit(steps.make_eval_step(num_classes=3))(state, {**batch, "image": sym})
-    tta = jax.jit(steps.make_eval_step(num_classes=3, flip_tta=True))(
+    plain = jax.jit(steps.make_eval_step(for_labels(3)))(state, {**batch, "image": sym})
+    tta = jax.jit(steps.make_eval_step(for_labels(3), flip_tta=True))(
         state, {**batch, "image": sym}
     )
     np.testing.assert_allclose(float(tta["loss_sum"]), float(plain["loss_sum"]), rtol=1e-5)

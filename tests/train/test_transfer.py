@@ -16,7 +16,8 @@ from launching import TINY_QUICKSTART, launch
 
 from cnnjax.errors import UserError
 from cnnjax.overrides import apply_overrides
-from cnnjax.train import loop, steps, transfer
+from cnnjax.tasks.classification import for_labels
+from cnnjax.train import experiment, steps, transfer
 from cnnjax.train.state import create_train_state
 from experiments import quickstart
 
@@ -58,7 +59,7 @@ def test_frozen_parameters_and_batchnorm_do_not_move_while_the_head_does():
     state = create_train_state(BNNet(), tx, jax.random.key(0), (8, 8, 1))
     state = state.replace(batch_stats=jax.tree.map(lambda s: s + 0.3, state.batch_stats))
     before = jax.tree.map(np.asarray, (state.params, state.batch_stats))
-    step = jax.jit(steps.make_train_step(num_classes=3, freeze_pattern=pattern))
+    step = jax.jit(steps.make_train_step(for_labels(3), freeze_pattern=pattern))
     x = jax.random.normal(jax.random.key(1), (16, 8, 8, 1)) * 3 + 1
     batch = {"image": x, "label": jnp.arange(16) % 3}
     for i in range(5):
@@ -177,7 +178,7 @@ def test_phase_two_optimizer_is_optim_updated_with_finetune_optim():
             ("transfer.finetune_optim.momentum", "0.5"),
         ],
     )
-    exp = loop.build(config)
+    exp = experiment.build(config)
     one, two = exp.phases
     assert (one.start, one.end, two.start, two.end) == (0, 4, 4, 10)
     assert float(one.schedule(0)) == np.float32(3e-3) and float(two.schedule(0)) == np.float32(0.01)

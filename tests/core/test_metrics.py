@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.train import metrics
+from cnnjax.core import metrics
 
 
 def test_classification_sums_by_hand():

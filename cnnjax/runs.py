@@ -1,0 +1,62 @@
+"""Open a finished run: its experiment and best state, for eval, predict and visualize.
+
+A run is a workdir written by training (`cnnjax.train.loop`): checkpoints under
+`checkpoints/`, settings in `config.json` (`cnnjax.workdir`). Nothing here writes into it.
+"""
+
+import os
+
+from cnnjax.errors import UserError
+from cnnjax.train import checkpoint, feeds
+from cnnjax.train.experiment import Experiment, build, checkpoint_target, restored_state
+
+
+def restore_best(config, workdir: str, exp: Experiment | None = None):
+    """(experiment, state, step) from the best (else the latest readable) checkpoint of the run
+    in `workdir`; step is None, with a freshly initialized state, when there is none."""
+    exp = build(config) if exp is None else exp
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return exp, exp.init_state(), None
+    ckpts = checkpoint.Checkpoints(
+        directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True
+    )
+
+    def target(step):
+        return checkpoint_target(exp, exp.phase_of_state(step))
+
+    best = ckpts.best_step()
+    step, restored = None, None
+    if best is not None:
+        try:
+            step, restored = best, ckpts.restore(best, target(best))
+        except checkpoint.CheckpointMismatch:
+            raise  # Another config's run: the message says which settings to use.
+        except Exception as e:  # noqa: BLE001 - fall back to the newest readable one.
+            print(
+                f"warning: best checkpoint (step {best}) is unreadable ({type(e).__name__}); "
+                "using the latest readable one",
+                flush=True,
+            )
+    if restored is None:
+        step, restored = ckpts.restore_latest(target, delete_corrupt=False)
+    ckpts.close()
+    if restored is None:
+        return exp, exp.init_state(), None
+    return exp, restored_state(exp, restored, exp.phase_of_state(step)), step
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """Evaluates the best (else the latest) checkpoint of the run in `workdir` on the test split.
+
+    Returns the task's summarized metrics plus "step" and its arrays ("confusion", ...).
+    """
+    exp, state, step = restore_best(config, workdir)
+    if step is None:
+        raise UserError(
+            f"No readable checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "
+            f"with the same --experiment and --workdir={workdir}."
+        )
+    _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
+    result, arrays = exp.task.finalize(evaluator(state))
+    return {**result, "step": step, **arrays}
