@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py --experiment=resnet18_cifar [--steps=20] [--top=25] \
         [--out=DIR] [KEY=VALUE ...]
 
-Runs `cnnjax.benchmark.time_train_step` (the loop's own fused step on synthetic data of the
+Runs `cnnjax.modes.benchmark.time_train_step` (the loop's own fused step on synthetic data of the
 experiment's shape; KEY=VALUE are config overrides, e.g. batch_size=512) with a Perfetto trace,
 then prints:
 - how busy the device was: the union of its op intervals per step against the wall time per
@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import experiments  # noqa: E402
-from cnnjax import benchmark  # noqa: E402
+from cnnjax.modes import benchmark  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402
 
 # Events of XLA:CPU's threads that are not ops: waiting, and the executor's wrapper around a

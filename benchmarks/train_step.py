@@ -3,14 +3,14 @@
     python benchmarks/train_step.py --models=resnet18:stem=cifar,lenet5 --batch=64,512 \
         --dtype=bfloat16 --image_size=32 [--steps=20]
 
-Each row is `cnnjax.benchmark.time_train_step`: the training loop's own fused step (batch cut +
-augmentation + forward + backward + update) on device-resident synthetic data, timed after
+Each row is `cnnjax.modes.benchmark.time_train_step`: the training loop's own fused step (batch
+cut + augmentation + forward + backward + update) on device-resident synthetic data, timed after
 warm-up with `block_until_ready`. Paste the table into benchmarks/RESULTS.md with this command.
 """
 
 import argparse
 
-from cnnjax import benchmark
+from cnnjax.modes import benchmark
 from cnnjax.overrides import apply_overrides
 from experiments import base
 

@@ -46,10 +46,11 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     return exp, restored_state(exp, restored, exp.phase_of_state(step)), step
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict:
+def evaluate_checkpoint(config, workdir: str):
     """Evaluates the best (else the latest) checkpoint of the run in `workdir` on the test split.
 
-    Returns the task's summarized metrics plus "step" and its arrays ("confusion", ...).
+    Returns (the run's task, its summarized metrics plus "step" and its arrays ("confusion",
+    ...)).
     """
     exp, state, step = restore_best(config, workdir)
     if step is None:
@@ -59,4 +60,4 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
         )
     _, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
     result, arrays = exp.task.finalize(evaluator(state))
-    return {**result, "step": step, **arrays}
+    return exp.task, {**result, "step": step, **arrays}

@@ -151,6 +151,6 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.benchmark.warmup = 3  # ... this many untimed ones.
     # Then the real training loop for this many steps on the experiment's data (0: skip).
     c.benchmark.loop_steps = 20
-    # Peak TFLOP/s of one device for MFU; 0: cnnjax.benchmark's bf16 table (none for CPUs).
+    # Peak TFLOP/s of one device for MFU; 0: cnnjax.modes.benchmark's bf16 table (none for CPUs).
     c.benchmark.peak_tflops = 0.0
     return c

@@ -214,19 +214,19 @@ def test_visualize_without_a_run_draws_fresh_weights_and_says_so(tmp_path):
 
 
 def test_default_workdir_is_fresh_under_runs():
-    from launch import _default_workdir
+    from cnnjax.modes.train import default_workdir
 
-    path = _default_workdir("quickstart")
+    path = default_workdir("quickstart")
     assert os.path.dirname(path) == "runs"
     assert os.path.basename(path).startswith("quickstart-")
 
 
 def test_deterministic_asks_xla_for_deterministic_gpu_kernels(monkeypatch):
-    import launch as launch_module  # The module other tests import too: flags defined once.
+    from cnnjax import cli
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    launch_module._deterministic_gpu_kernels()
-    launch_module._deterministic_gpu_kernels()  # Idempotent.
+    cli.deterministic_gpu_kernels()
+    cli.deterministic_gpu_kernels()  # Idempotent.
     assert os.environ["XLA_FLAGS"] == (
         "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
     )

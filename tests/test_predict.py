@@ -10,10 +10,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from cnnjax import predict as P  # noqa: E402
 from cnnjax import runs  # noqa: E402
 from cnnjax.data import digits, pipeline, transforms  # noqa: E402
 from cnnjax.errors import UserError  # noqa: E402
+from cnnjax.modes import predict as P  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402
 from cnnjax.train import loop  # noqa: E402
 from experiments import quickstart  # noqa: E402

@@ -30,11 +30,15 @@ masks; it asks the run's task (`cnnjax.tasks.get_task(config, data)`, chosen by
 - `finalize(sums) -> (scalars, arrays)`: host-side. `scalars` (str -> float/int) go into the
   eval events of metrics.jsonl and TensorBoard and must contain "loss" and `config.best_metric`;
   `arrays` (str -> np.ndarray, e.g. "confusion") go to the report and pictures only.
-- `eval_line(scalars) -> str`: the console line after each evaluation.
+- `eval_line(scalars) -> str`: the console line after each evaluation during training.
+- `test_line(scalars) -> str`: the console line of `--mode=eval`.
+- `test_sample(n) -> dict`: the first `n` test examples, uint8 "image" and the targets, in
+  memory (also for a streamed dataset), for the pictures.
 - `report_lines(scalars, arrays) -> list[str]`: the "final test metrics" part of summary.txt.
 - `pictures(model, variables, sample, path, tag) -> None`: task pictures for
-  `--mode=visualize`; `sample` is `Dataset.arrays("test", target_keys)` cut to
-  `viz.max_eval_images` (uint8 images), `path(kind)` gives the PNG path of a picture kind.
+  `--mode=visualize` (after the pictures every task gets: filters, feature maps, curves,
+  classic kernels); `sample` is `test_sample(viz.max_eval_images)`, `path(kind)` gives the
+  PNG path of a picture kind.
 
 The streaming (grain) feed serves classification only: other tasks need the dataset in memory
 (`requires_device_feed`), which `feeds.make_feeds` enforces with a `UserError`.
@@ -116,9 +120,17 @@ class Task:
         keys = ["loss", *(k for k in scalars if k != "loss" and k != "num_examples")]
         return " ".join(f"{k}={scalars[k]:.4f}" for k in keys if isinstance(scalars[k], float))
 
+    def test_line(self, scalars: dict) -> str:
+        """`--mode=eval`'s line after "NAME @ step N: ": every scalar metric."""
+        metrics = [f"{k} {v:.4f}" for k, v in scalars.items() if isinstance(v, float)]
+        return f"test {', '.join(metrics)}"
+
     def report_lines(self, scalars: dict, arrays: dict) -> list[str]:
         del arrays
         return [f"  {k:<14}{v:.4f}" for k, v in scalars.items() if isinstance(v, float)]
+
+    def test_sample(self, n: int) -> dict:
+        return {k: v[:n] for k, v in self.data.arrays("test", self.target_keys).items()}
 
     def pictures(self, model, variables, sample: dict, path, tag: str) -> None:
         del model, variables, sample, path, tag

@@ -8,6 +8,7 @@ import numpy as np
 
 from cnnjax import models
 from cnnjax.core import losses, metrics
+from cnnjax.data import transforms
 from cnnjax.tasks.base import Task, model_kwargs
 
 
@@ -109,8 +110,33 @@ class Classification(Task):
             f" top5={scalars['top5_accuracy']:.4f}" if "top5_accuracy" in scalars else ""
         )
 
+    def test_line(self, scalars):
+        return (
+            f"test loss {scalars['loss']:.4f}, accuracy {scalars['accuracy']:.4f}"
+            + (f", top-5 {scalars['top5_accuracy']:.4f}" if "top5_accuracy" in scalars else "")
+            + f", macro F1 {scalars['macro_f1']:.4f} on {scalars['num_examples']:,} images"
+        )
+
     def report_lines(self, scalars, arrays):
         return report_lines(scalars, arrays["confusion"], self.data.class_names)
+
+    def test_sample(self, n):
+        """The first `n` test images (uint8 NHWC) and labels, in memory or streamed."""
+        data = self.data
+        if data.in_memory:
+            return super().test_sample(n)
+        size = int(self.config.data.image_size)
+        to_eval = transforms.make_eval_transform(self.config.augment, size)
+        records = [to_eval(data.test_source[i]) for i in range(min(n, data.num_test))]
+        return {
+            "image": np.stack([r["image"] for r in records]),
+            "label": np.array([r["label"] for r in records], np.int32),
+        }
+
+    def pictures(self, model, variables, sample, path, tag):
+        from cnnjax.tasks import classification_pictures  # Local: matplotlib.
+
+        classification_pictures.draw(self, model, variables, sample, path, tag)
 
 
 def for_labels(num_classes: int, *, label_smoothing: float = 0.0) -> Classification:

@@ -306,3 +306,26 @@ def format_loop(t: LoopTiming, step: StepTiming) -> str:
             "one evaluation and checkpoint)",
         ]
     )
+
+
+def run(config, args) -> int:
+    dataset = data_lib.load(config.data)  # Once, for all three measurements.
+    timing = time_train_step(
+        config,
+        steps_per_run=int(config.benchmark.steps),
+        warmup=int(config.benchmark.warmup),
+        dataset=dataset,
+    )
+    print(format_timing(args.experiment, timing))
+    device_ips = time_device_pipeline(config, dataset=dataset)
+    stream_ips = time_stream_pipeline(config, dataset=dataset)
+    print(
+        f"  input, on device  {device_ips:,.0f} images/s (batch cut + augmentation + normalization)"
+    )
+    print(
+        f"  input, streaming  {stream_ips:,.0f} images/s (read + decode + augmentation on the host)"
+    )
+    if int(config.benchmark.loop_steps) > 0:
+        loop_timing = time_loop(config, steps=int(config.benchmark.loop_steps), dataset=dataset)
+        print(format_loop(loop_timing, timing))
+    return 0

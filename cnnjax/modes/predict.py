@@ -33,11 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cnnjax import inference, runs
 from cnnjax.data import pipeline, transforms
 from cnnjax.errors import UserError
 
 IMAGENET_CROP_FRACTION = 0.875  # Short side to size / 0.875, then the central crop.
-BATCH_SIZE = 64  # Images per forward pass; the last batch is padded so one compile serves all.
 _SYNSET_ID = re.compile(r"n\d{8}$")
 
 
@@ -144,37 +144,6 @@ def _as_paths(paths) -> list[str]:
 # ----------------------------------------------------------------------------- model
 
 
-def _top_k_fn(model, top_k: int, transform=None):
-    """A jitted (variables, inputs) -> (indices, probs) of the top-k softmax classes."""
-
-    def fn(variables, x):
-        if transform is not None:
-            x = transform(x)
-        logits = model.apply(variables, x, train=False)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        k = min(top_k, probs.shape[-1])
-        probs, indices = jax.lax.top_k(probs, k)
-        return indices, probs
-
-    return jax.jit(fn)
-
-
-def _run_batches(fn, variables, inputs) -> tuple[np.ndarray, np.ndarray]:
-    """fn over `inputs` in batches of BATCH_SIZE, the last one padded: one compile in all."""
-    n = len(inputs)
-    batch = min(n, BATCH_SIZE)
-    indices, probs = [], []
-    for start in range(0, n, batch):
-        chunk = inputs[start : start + batch]
-        pad = batch - len(chunk)
-        if pad:
-            chunk = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
-        i, p = fn(variables, chunk)
-        indices.append(np.asarray(i)[: batch - pad])
-        probs.append(np.asarray(p)[: batch - pad])
-    return np.concatenate(indices), np.concatenate(probs)
-
-
 def _check_classifier(model, variables, input_shape, dtype) -> int:
     """The number of classes of `model`; a UserError if it does not classify whole images."""
     x = jax.ShapeDtypeStruct((1, *input_shape), dtype)
@@ -194,13 +163,16 @@ def predict(model, variables, images_uint8, mean, std, *, top_k: int = 5):
     images = np.asarray(images_uint8)
     if images.dtype != np.uint8:
         raise TypeError(f"predict takes uint8 images, got {images.dtype}")
-    fn = _top_k_fn(model, top_k, lambda x: pipeline.normalize(x, mean, std))
-    return _run_batches(fn, variables, images)
+    fn = inference.softmax_fn(
+        model, top_k=top_k, transform=lambda x: pipeline.normalize(x, mean, std)
+    )
+    return inference.in_batches(fn, variables, images)
 
 
 def predict_preprocessed(model, variables, inputs, *, top_k: int = 5):
     """Like `predict`, for inputs already preprocessed as the model expects (float)."""
-    return _run_batches(_top_k_fn(model, top_k), variables, np.asarray(inputs, np.float32))
+    fn = inference.softmax_fn(model, top_k=top_k)
+    return inference.in_batches(fn, variables, np.asarray(inputs, np.float32))
 
 
 def _results(loaded, indices, probs, names) -> list[dict]:
@@ -232,7 +204,6 @@ def predict_run(config, workdir: str, paths, *, top_k: int = 5) -> list[dict]:
     """Top-k predictions for image files with the best (else the latest readable) checkpoint
     of the run in `workdir`. With no checkpoint there, `init.keras_weights` (if set) is used
     through `predict_keras`; otherwise a UserError says to train first."""
-    from cnnjax import runs  # Local: the training stack is heavy to import.
 
     paths = _as_paths(paths)
     keras_weights = ""
@@ -335,3 +306,16 @@ def format_predictions(results: list[dict]) -> str:
             lines.append(f"  {rank:>{rank_width}}. {t['name']:<{width}}  {100 * t['prob']:6.2f}%")
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
+
+
+def run(config, args) -> int:
+    if not args.images:
+        raise UserError("--mode=predict needs images: --images=cat.jpg,dog.png.")
+    if not args.workdir and not config.init.keras_weights:
+        raise UserError(
+            "--mode=predict uses a trained run (--workdir=RUN_DIR) or Keras "
+            "weights (--config.init.keras_weights=FILE.h5)."
+        )
+    results = predict_run(config, args.workdir or "", list(args.images))
+    print(format_predictions(results))
+    return 0 if any("top" in r for r in results) else 2

@@ -1,0 +1,85 @@
+"""`--mode=visualize`: every picture of a run, written under `RUN/plots/`.
+
+Loads the run's best checkpoint (or fresh weights when there is none, which the console and every
+title say), predicts the first `viz.max_eval_images` test images, and writes: first-layer
+filters and their weight histograms, feature maps of a sample image, Grad-CAM for several test
+images, the confusion matrix, the training curves (if the run logged any), the classic kernels
+applied to a sample image, the most confident mistakes and, for classifiers that
+`cnnjax.models.convolutionalize` supports, the score grid of the convolutionalized classifier
+over a larger canvas of test images. Every task gets the filters, feature maps, curves and
+classic kernels here; the rest are the task's own (`Task.pictures`: the ones above for
+classification, boxes for localization, masks for segmentation, detections before and after
+NMS for detection).
+"""
+
+import os
+
+import jax
+
+from cnnjax import runs
+from cnnjax.errors import UserError
+from cnnjax.train import writers
+from cnnjax.viz import curves, feature_maps, filters, kernels_demo
+
+
+def run(config, args) -> int:
+    if not args.workdir:
+        raise UserError(
+            "--mode=visualize draws a run: pass --workdir=RUN_DIR (a run without "
+            "checkpoints is drawn with fresh weights)."
+        )
+    written = visualize(config, args.workdir, name=args.experiment)
+    for kind, path in written.items():
+        print(f"{kind:<18} {path}")
+    return 0
+
+
+def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
+    """Writes the pictures of the run in `workdir`; returns {kind: png path}."""
+    exp, state, step = runs.restore_best(config, workdir)
+    variables = jax.device_get(state.variables)
+    data, model = exp.data, exp.model
+    source = f"checkpoint at step {step}" if step is not None else "FRESH (untrained) weights"
+    if step is None:
+        print(f"note: no checkpoint in {workdir}: drawing a freshly initialized model", flush=True)
+    tag = f"{name or config.model.name} ({source})"
+    plots = os.path.join(workdir, "plots")
+    out = {}
+
+    def path(kind):
+        out[kind] = os.path.join(plots, f"{kind}.png")
+        return out[kind]
+
+    sample = exp.task.test_sample(int(config.viz.max_eval_images))
+    _generic_pictures(config, workdir, name, model, variables, data, sample["image"], tag, path)
+    exp.task.pictures(model, variables, sample, path, tag)
+    return out
+
+
+def _generic_pictures(config, workdir, name, model, variables, data, images, tag, path) -> None:
+    """The pictures that need no class prediction: filters, feature maps, curves, kernels."""
+    vc = config.viz
+    sample = images[int(vc.sample_index) % len(images)]
+    layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
+    filters.conv_filters(
+        variables["params"],
+        vc.filter_layer or "auto",
+        path=path("filters"),
+        title=f"{tag}: first-layer filters",
+    )
+    filters.weight_histograms(
+        variables["params"], vc.filter_layer or "auto", path=path("filter_histograms"), title=tag
+    )
+    feature_maps.feature_maps(
+        model, variables, sample, data.mean, data.std, layers, path=path("feature_maps"), title=tag
+    )
+    events = writers.read_events(workdir)
+    if events:
+        curves.training_curves(
+            events, title=name or config.model.name, path=path("training_curves")
+        )
+    kernels_demo.classic_kernels(
+        sample,
+        path=path("classic_kernels"),
+        title=f"classic kernels on test image {int(vc.sample_index)}",
+    )
