@@ -27,7 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import adaptive_avg_pool, local_response_norm, max_pool_ceil
+from cnnjax.models.layers import adaptive_avg_pool, batch_norm, local_response_norm, max_pool_ceil
 
 # torchvision initializes GoogLeNet's convs and linears with N(0, 0.01) truncated at ±2, which is
 # ±200 standard deviations: a plain normal.
@@ -100,13 +100,7 @@ class BasicConv(nn.Module):
             dtype=self.dtype,
             name="conv",
         )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-            name="bn",
-        )(x)
+        x = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)(name="bn")(x)
         return nn.relu(x)
 
 

@@ -59,7 +59,7 @@ from flax.core import FrozenDict
 
 from cnnjax.errors import UserError
 from cnnjax.models import resnet, vgg
-from cnnjax.models.layers import TORCH_CONV_INIT, max_pool_2x2
+from cnnjax.models.layers import TORCH_CONV_INIT, batch_norm, max_pool_2x2
 
 VARIANTS = ("32s", "16s", "8s")
 
@@ -157,12 +157,8 @@ class SmallBackbone(nn.Module):
                 dtype=self.dtype,
                 name=f"block{b}_conv",
             )(x)
-            x = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=self.bn_momentum,
-                epsilon=self.bn_epsilon,
-                dtype=self.dtype,
-                name=f"block{b}_bn",
+            x = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)(
+                name=f"block{b}_bn"
             )(x)
             x = max_pool_2x2(nn.relu(x))
             features[f"block{b}"] = x

@@ -5,6 +5,7 @@ architectures need on top: Keras' `SeparableConv2D`, PyTorch's adaptive average 
 `ceil_mode` max-pooling, and AlexNet's local response normalization.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,19 @@ import jax.numpy as jnp
 KERAS_KERNEL_INIT = nn.initializers.xavier_uniform()
 # torchvision's ResNet/VGG convolutions: kaiming-normal, fan-out, ReLU gain.
 TORCH_CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def batch_norm(train: bool, momentum: float, epsilon: float, dtype=jnp.float32):
+    """`nn.BatchNorm` for a model called with `train`: batch statistics (and their running
+    averages updated with `momentum`) in training, the running averages otherwise. Keras
+    conventions are momentum 0.99, epsilon 1e-3; torchvision's are 0.9 (its 0.1), 1e-5."""
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=epsilon,
+        dtype=dtype,
+    )
 
 
 class SeparableConv(nn.Module):

@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT
+from cnnjax.models.layers import KERAS_KERNEL_INIT, batch_norm
 
 # (pointwise filters, stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -50,13 +50,7 @@ class MobileNetV1(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x: (N, H, W, 3), H, W >= 32 -> logits (N, num_classes), or features (module doc)."""
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-        )
+        norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
         conv = functools.partial(
             nn.Conv, use_bias=False, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype
         )

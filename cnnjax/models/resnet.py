@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UserError
-from cnnjax.models.layers import TORCH_CONV_INIT
+from cnnjax.models.layers import TORCH_CONV_INIT, batch_norm
 
 STEMS = ("imagenet", "cifar")
 PAD1 = ((1, 1), (1, 1))
@@ -116,13 +116,7 @@ class ResNet(nn.Module):
         conv = functools.partial(
             nn.Conv, use_bias=self.conv_bias, kernel_init=TORCH_CONV_INIT, dtype=self.dtype
         )
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-        )
+        norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
         x = x.astype(self.dtype)
         if self.stem == "imagenet":
             x = conv(

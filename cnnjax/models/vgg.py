@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.errors import UserError
-from cnnjax.models.layers import TORCH_CONV_INIT, adaptive_avg_pool, max_pool_2x2
+from cnnjax.models.layers import TORCH_CONV_INIT, adaptive_avg_pool, batch_norm, max_pool_2x2
 
 HEADS = ("imagenet", "cifar")
 
@@ -70,12 +70,8 @@ class VGG(nn.Module):
                     name=name,
                 )(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(
-                        use_running_average=not train,
-                        momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon,
-                        dtype=self.dtype,
-                        name=f"{name}_bn",
+                    x = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)(
+                        name=f"{name}_bn"
                     )(x)
                 x = nn.relu(x)
             x = max_pool_2x2(x)

@@ -27,7 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv
+from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv, batch_norm
 
 
 class SeparableConvBN(nn.Module):
@@ -54,13 +54,7 @@ class SeparableConvBN(nn.Module):
             dtype=self.dtype,
             name="sepconv",
         )(x)
-        return nn.BatchNorm(
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-            name="bn",
-        )(x)
+        return batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)(name="bn")(x)
 
 
 class Xception(nn.Module):
@@ -75,13 +69,7 @@ class Xception(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         """x: (N, H, W, 3), H, W >= 71 -> logits (N, num_classes), or features (module doc)."""
-        norm = functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=self.bn_momentum,
-            epsilon=self.bn_epsilon,
-            dtype=self.dtype,
-        )
+        norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
         conv = functools.partial(
             nn.Conv, use_bias=False, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype
         )
