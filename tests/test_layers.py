@@ -26,7 +26,7 @@ MAY_IMPORT_EXPERIMENTS = ("cli", "modes")
 
 
 def _package_of(module: str) -> str | None:
-    """"cnnjax.train.loop" -> "train"; None for what is not cnnjax."""
+    """ "cnnjax.train.loop" -> "train"; None for what is not cnnjax."""
     parts = module.split(".")
     return parts[1] if parts[0] == "cnnjax" and len(parts) > 1 else None
 
