@@ -17,7 +17,8 @@ LAYERS = [
     ("tasks",),
     ("viz", "interop", "inference"),
     ("data", "models"),
-    ("summary", "workdir", "parallel", "core", "ops"),
+    ("summary", "workdir", "parallel"),
+    ("core", "ops"),
     ("overrides",),
     ("errors",),
 ]

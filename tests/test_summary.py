@@ -4,12 +4,16 @@ Everything is traced abstractly (jax.eval_shape / jax.make_jaxpr), so even VGG-1
 summarized in about a second on a CPU.
 """
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
 
+from cnnjax import ops
 from cnnjax.models import get_model, list_models
+from cnnjax.models.layers import adaptive_avg_pool
 from cnnjax.summary import format_summary, summarize
 
 
@@ -134,7 +138,8 @@ def test_macs_outside_conv_and_dense_rows_are_counted_once():
     assert macs["up"] == 4 * 4 * 3 * (3 * 3 * 4)  # each input pixel scatters a 3x3x4 kernel
     assert macs["raw"] == 8 * 8 * 6 * (3 * 3 * 4)  # from the traced jaxpr, same convention
     assert macs["fc"] == 128 * 10
-    assert [r.path for r in s.rows] == ["up", "raw", "fc"]  # no row for remat's wrapper
+    # No row for remat's wrapper; the reshape of the einsum's output is a Flatten row.
+    assert [r.path for r in s.rows] == ["up", "raw", "flatten", "fc"]
     assert s.macs_outside_layers == 8 * 8 * 6 * 2  # the einsum
     assert s.macs == sum(macs.values()) + s.macs_outside_layers
     assert "(outside any layer)" in format_summary(s)
@@ -204,3 +209,269 @@ def test_vgg16_forward_flops():
     assert s.trainable_params == 138_357_544
     assert s.macs == 15_470_264_320
     assert s.flops == 30_940_528_640
+
+
+def rows_of(s, activations=True):
+    """(path, type, per-image output shape, params) of every row."""
+    return [
+        (r.path, r.type_name, r.output_shapes[0], r.params)
+        for r in s.rows
+        if activations or r.type_name != "Activation"
+    ]
+
+
+def test_cifar_2conv_pool_dense128_rows_in_keras_order():
+    # Keras: Conv2D(64, 3, padding="same", activation="relu"), MaxPooling2D, the same again,
+    # Flatten, Dense(128, activation="relu"), Dense(10); its summary lists these 7 layers.
+    s = summarize(get_model("cifar_2conv_pool_dense128", num_classes=10), (32, 32, 3))
+    assert rows_of(s) == [
+        ("conv1", "Conv", (32, 32, 64), 1_792),
+        ("relu", "Activation", (32, 32, 64), 0),
+        ("max_pool", "MaxPooling2D", (16, 16, 64), 0),
+        ("conv2", "Conv", (16, 16, 64), 36_928),
+        ("relu_1", "Activation", (16, 16, 64), 0),
+        ("max_pool_1", "MaxPooling2D", (8, 8, 64), 0),
+        ("flatten", "Flatten", (4096,), 0),
+        ("fc1", "Dense", (128,), 524_416),
+        ("relu_2", "Activation", (128,), 0),
+        ("head", "Dense", (10,), 1_290),
+    ]
+    assert s.total_params == 564_426
+    assert s.macs == 11_732_224
+    # Activation memory counts module rows only (conv1, conv2, fc1, head), as before.
+    assert s.activation_bytes == (32 * 32 * 64 + 16 * 16 * 64 + 128 + 10) * 4
+    text = format_summary(s)
+    assert "max_pool (MaxPooling2D)    (16, 16, 64)" in text
+    assert "flatten (Flatten)          (4096,)" in text
+
+
+def test_valid_conv_pool_flatten_arithmetic():
+    # The course table: 30x30x64 -> 15x15x64 -> 14400.
+    s = summarize(get_model("cifar_conv64_pool_dense32", num_classes=10), (32, 32, 3))
+    shapes = [(r.type_name, r.output_shapes[0]) for r in s.rows if r.type_name != "Activation"]
+    assert shapes[:4] == [
+        ("Conv", (30, 30, 64)),
+        ("MaxPooling2D", (15, 15, 64)),
+        ("Flatten", (14_400,)),
+        ("Dense", (32,)),
+    ]
+
+
+# Keras Sequentials of the seed CNNs: (model, input shape, Keras layers as (class, kwargs)).
+KERAS_SEQUENTIALS = {
+    "cifar_2conv_pool_dense128": (
+        (32, 32, 3),
+        [
+            ("Conv2D", dict(filters=64, kernel_size=3, padding="same", activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Conv2D", dict(filters=64, kernel_size=3, padding="same", activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Flatten", {}),
+            ("Dense", dict(units=128, activation="relu")),
+            ("Dense", dict(units=10)),
+        ],
+    ),
+    "cifar_conv64_pool_dense32": (
+        (32, 32, 3),
+        [
+            ("Conv2D", dict(filters=64, kernel_size=3, activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Flatten", {}),
+            ("Dense", dict(units=32, activation="relu")),
+            ("Dense", dict(units=10)),
+        ],
+    ),
+    "lenet5": (
+        (32, 32, 3),
+        [
+            ("Conv2D", dict(filters=8, kernel_size=5, activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Conv2D", dict(filters=16, kernel_size=5, activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Flatten", {}),
+            ("Dense", dict(units=120, activation="relu")),
+            ("Dense", dict(units=84, activation="relu")),
+            ("Dense", dict(units=10)),
+        ],
+    ),
+    "fashion_mnist_cnn": (
+        (28, 28, 1),
+        [
+            ("Conv2D", dict(filters=64, kernel_size=7, padding="same", activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Conv2D", dict(filters=128, kernel_size=3, padding="same", activation="relu")),
+            ("Conv2D", dict(filters=128, kernel_size=3, padding="same", activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Conv2D", dict(filters=256, kernel_size=3, padding="same", activation="relu")),
+            ("Conv2D", dict(filters=256, kernel_size=3, padding="same", activation="relu")),
+            ("MaxPooling2D", {}),
+            ("Flatten", {}),
+            ("Dense", dict(units=128, activation="relu")),
+            ("Dropout", dict(rate=0.5)),
+            ("Dense", dict(units=64, activation="relu")),
+            ("Dropout", dict(rate=0.5)),
+            ("Dense", dict(units=10)),
+        ],
+    ),
+}
+# cnnjax module class -> Keras layer class; functional rows already use Keras' names.
+KERAS_CLASS = {"Conv": "Conv2D", "Dense": "Dense", "Dropout": "Dropout"}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_SEQUENTIALS))
+def test_rows_match_the_keras_summary(name):
+    """Every Keras layer, in order, with its output shape and parameter count; Keras folds the
+    ReLU into Conv2D/Dense, so our Activation rows are left out of the comparison."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")  # as tests/interop/test_keras.py
+    keras = pytest.importorskip("keras")
+    shape, layers = KERAS_SEQUENTIALS[name]
+    model = keras.Sequential(
+        [keras.Input(shape)] + [getattr(keras.layers, cls)(**kw) for cls, kw in layers]
+    )
+    expected = [
+        (type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params())
+        for layer in model.layers
+    ]
+    s = summarize(get_model(name, num_classes=10), shape)
+    ours = [
+        (KERAS_CLASS.get(r.type_name, r.type_name), r.output_shapes[0], r.params)
+        for r in s.rows
+        if r.type_name != "Activation"
+    ]
+    assert ours == expected
+    assert s.total_params == model.count_params()
+
+
+def test_lenet5_rows():
+    s = summarize(get_model("lenet5", num_classes=10), (32, 32, 3))
+    assert rows_of(s) == [
+        ("conv1", "Conv", (28, 28, 8), 608),
+        ("relu", "Activation", (28, 28, 8), 0),
+        ("max_pool", "MaxPooling2D", (14, 14, 8), 0),  # layers.max_pool_2x2: reshape + max
+        ("conv2", "Conv", (10, 10, 16), 3_216),
+        ("relu_1", "Activation", (10, 10, 16), 0),
+        ("max_pool_1", "MaxPooling2D", (5, 5, 16), 0),
+        ("flatten", "Flatten", (400,), 0),
+        ("fc1", "Dense", (120,), 48_120),
+        ("relu_2", "Activation", (120,), 0),
+        ("fc2", "Dense", (84,), 10_164),
+        ("relu_3", "Activation", (84,), 0),
+        ("head", "Dense", (10,), 850),
+    ]
+    # Totals unchanged by the new rows: 62,958 params, 849,320 MACs, and the activation memory
+    # of the module rows only (6,272 + 1,600 + 120 + 84 + 10 elements).
+    assert (s.total_params, s.macs) == (62_958, 849_320)
+    assert s.activation_bytes == 8_086 * 4
+    assert all(r.macs == 0 and r.params == 0 for r in s.rows if not r.is_module)
+
+
+def test_resnet18_cifar_stem_rows_and_unchanged_totals():
+    s = summarize(get_model("resnet18", num_classes=10, stem="cifar"), (32, 32, 3))
+    # The numbers `--experiment=resnet18_cifar --mode=summary` printed before functional rows.
+    assert (s.trainable_params, s.non_trainable_params) == (11_173_962, 9_600)
+    assert s.macs == 555_422_720
+    assert s.activation_bytes == 4_915_240
+    assert s.param_bytes == 44_734_248
+    assert rows_of(s)[:10] == [
+        ("stem_conv", "Conv", (32, 32, 64), 1_728),
+        ("stem_bn", "BatchNorm", (32, 32, 64), 256),  # Keras' 4 x C, 2 x C non-trainable
+        ("relu", "Activation", (32, 32, 64), 0),
+        ("stage1_block1/conv1", "Conv", (32, 32, 64), 36_864),
+        ("stage1_block1/bn1", "BatchNorm", (32, 32, 64), 256),
+        ("stage1_block1/relu", "Activation", (32, 32, 64), 0),
+        ("stage1_block1/conv2", "Conv", (32, 32, 64), 36_864),
+        ("stage1_block1/bn2", "BatchNorm", (32, 32, 64), 256),
+        ("stage1_block1/add", "Add", (32, 32, 64), 0),  # the residual connection
+        ("stage1_block1/relu_1", "Activation", (32, 32, 64), 0),
+    ]
+    assert rows_of(s)[-2:] == [
+        ("global_avg_pool", "GlobalAveragePooling2D", (512,), 0),
+        ("head", "Dense", (10,), 5_130),
+    ]
+    kinds = [r.type_name for r in s.rows]
+    assert kinds.count("Add") == 8 and kinds.count("Activation") == 17
+    assert "MaxPooling2D" not in kinds  # the CIFAR stem has no max-pool
+    assert sum(r.is_module for r in s.rows) == 20 + 20 + 1  # stem + 16 + 3 proj convs, BNs, head
+    assert "stage4_block2/add (Add)" in format_summary(s)
+
+
+class Functional(nn.Module):
+    """Functional layers written every way the models here write them."""
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = nn.Conv(8, (3, 3), name="conv")(x)  # (16, 16, 8)
+        a = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        b = nn.avg_pool(x, (3, 3), strides=(2, 2), padding="SAME", count_include_pad=False)
+        c = ops.max_pool(x, 2)  # lax.reduce_window with a max computation
+        x = jnp.concatenate([jnp.maximum(a, 0), nn.sigmoid(b), jnp.tanh(c)], axis=-1)
+        x = nn.Dense(4, name="fc")(x)  # (8, 8, 4)
+        gate = nn.sigmoid(x.mean(axis=(1, 2), keepdims=True))
+        x = jnp.minimum(nn.relu(x * gate), 6.0)
+        x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))  # (9, 9, 4)
+        x = adaptive_avg_pool(x[:, :8, :8], (4, 4))  # an even adaptive pool is nn.avg_pool
+        return nn.max_pool(x, (2, 2), strides=(2, 2)).reshape((x.shape[0], -1))
+
+
+def test_functional_layer_patterns():
+    s = summarize(Functional(), (16, 16, 3))
+    assert [(r.path, r.type_name, r.output_shapes[0]) for r in s.rows] == [
+        ("conv", "Conv", (16, 16, 8)),
+        ("avg_pool", "AveragePooling2D", (8, 8, 8)),
+        ("avg_pool_1", "AveragePooling2D", (8, 8, 8)),
+        ("max_pool", "MaxPooling2D", (8, 8, 8)),
+        ("relu", "Activation", (8, 8, 8)),
+        ("sigmoid", "Activation", (8, 8, 8)),
+        ("tanh", "Activation", (8, 8, 8)),
+        ("concatenate", "Concatenate", (8, 8, 24)),
+        ("fc", "Dense", (8, 8, 4)),
+        ("global_avg_pool", "GlobalAveragePooling2D", (1, 1, 4)),
+        ("sigmoid_1", "Activation", (1, 1, 4)),
+        ("multiply", "Multiply", (8, 8, 4)),
+        ("relu6", "Activation", (8, 8, 4)),
+        ("zero_padding", "ZeroPadding2D", (9, 9, 4)),
+        ("avg_pool_2", "AveragePooling2D", (4, 4, 4)),
+        ("max_pool_1", "MaxPooling2D", (2, 2, 4)),
+        ("flatten", "Flatten", (16,)),
+    ]
+    assert s.macs == 16 * 16 * 8 * 27 + 8 * 8 * 4 * 24
+    assert s.activation_bytes == (16 * 16 * 8 + 8 * 8 * 4) * 4  # module rows only
+
+
+class Nested(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Conv(4, (3, 3), name="conv")(x))
+
+
+class Outer(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = Nested(name="block")(x)
+        x = nn.Dropout(0.5, deterministic=not train)(x)  # returns its input: still a row
+        x = Nested(name="block2")(x)
+        return x.reshape((x.shape[0], -1))
+
+
+def test_functional_rows_are_named_inside_their_module():
+    s = summarize(Outer(), (6, 6, 2))
+    assert [r.path for r in s.rows] == [
+        "block/conv",
+        "block/relu",
+        "Dropout_0",
+        "block2/conv",
+        "block2/relu",
+        "flatten",
+    ]
+
+
+def test_module_rows_only_when_the_marks_cannot_be_traced(monkeypatch):
+    """A lifted transform that rejected the marking primitive: traced again without it."""
+
+    def reject(y, index):
+        raise NotImplementedError("no rule for cnnjax_summary_row")
+
+    monkeypatch.setattr("cnnjax.summary._mark_outputs", reject)
+    s = summarize(get_model("lenet5", num_classes=10), (32, 32, 3))
+    assert [r.path for r in s.rows] == ["conv1", "conv2", "fc1", "fc2", "head"]
+    assert (s.total_params, s.macs) == (62_958, 849_320)

@@ -24,6 +24,7 @@ import numpy as np
 from cnnjax import data as data_lib
 from cnnjax import parallel
 from cnnjax import workdir as workdir_lib
+from cnnjax.core.params import count_params
 from cnnjax.errors import NonFiniteLossError, UserError
 from cnnjax.train import checkpoint, feeds, writers
 from cnnjax.train.experiment import (
@@ -38,7 +39,6 @@ from cnnjax.train.experiment import (
     start_phase,
 )
 from cnnjax.train.progress import Progress
-from cnnjax.train.state import count_params
 
 # Fault injection for the resume tests: SIGKILL this process before training step N (0: off).
 _FAULT_KILL_AT_STEP = int(os.environ.get("CNNJAX_FAULT_KILL_AT_STEP", "0") or 0)

@@ -1,6 +1,5 @@
 """The training state: one pytree with everything that changes during training."""
 
-import math
 from typing import Any
 
 import flax
@@ -49,8 +48,3 @@ def create_train_state(model, tx, rng: jax.Array, input_shape: tuple[int, ...]) 
         apply_fn=model.apply,
         tx=tx,
     )
-
-
-def count_params(tree) -> int:
-    """Number of scalars in a pytree of arrays (or of `jax.ShapeDtypeStruct`s)."""
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
