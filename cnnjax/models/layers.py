@@ -32,6 +32,11 @@ def batch_norm(train: bool, momentum: float, epsilon: float, dtype=jnp.float32):
     )
 
 
+def conv_no_bias(kernel_init, dtype=jnp.float32):
+    """`nn.Conv` without a bias (a BatchNorm follows and has its own offset)."""
+    return functools.partial(nn.Conv, use_bias=False, kernel_init=kernel_init, dtype=dtype)
+
+
 class SeparableConv(nn.Module):
     """Keras `SeparableConv2D`: a depthwise k×k convolution, then a pointwise 1×1 convolution.
 

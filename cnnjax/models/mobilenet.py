@@ -15,13 +15,12 @@ With `num_classes=None` returns {"stem": conv_pw_1 output (stride 2, 64 ch), "st
 (32, 1024)}; channels scale with alpha.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT, batch_norm
+from cnnjax.models.layers import KERAS_KERNEL_INIT, batch_norm, conv_no_bias
 
 # (pointwise filters, stride) of the 13 depthwise-separable blocks.
 BLOCKS = (
@@ -51,9 +50,7 @@ class MobileNetV1(nn.Module):
     def __call__(self, x, *, train: bool):
         """x: (N, H, W, 3), H, W >= 32 -> logits (N, num_classes), or features (module doc)."""
         norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
-        conv = functools.partial(
-            nn.Conv, use_bias=False, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype
-        )
+        conv = conv_no_bias(KERAS_KERNEL_INIT, self.dtype)
         x = x.astype(self.dtype)
         x = conv(int(32 * self.alpha), (3, 3), strides=(2, 2), padding="SAME", name="conv1")(x)
         x = relu6(norm(name="conv1_bn")(x))

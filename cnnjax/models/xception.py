@@ -27,7 +27,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv, batch_norm
+from cnnjax.models.layers import KERAS_KERNEL_INIT, SeparableConv, batch_norm, conv_no_bias
 
 
 class SeparableConvBN(nn.Module):
@@ -70,9 +70,7 @@ class Xception(nn.Module):
     def __call__(self, x, *, train: bool):
         """x: (N, H, W, 3), H, W >= 71 -> logits (N, num_classes), or features (module doc)."""
         norm = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype)
-        conv = functools.partial(
-            nn.Conv, use_bias=False, kernel_init=KERAS_KERNEL_INIT, dtype=self.dtype
-        )
+        conv = conv_no_bias(KERAS_KERNEL_INIT, self.dtype)
         sep = functools.partial(
             SeparableConvBN,
             bn_momentum=self.bn_momentum,
