@@ -4,11 +4,17 @@ the settings a run was trained with.
 - training writes `config.json` (`write_config`) once the run's checkpoints are known to fit;
 - a resumed run says which keys differ from it (`note_changes`);
 - eval, predict and visualize read a run with its own settings (`with_run_settings`), so a run
-  trained with other values needs only `--experiment` and `--workdir`.
+  trained with other values needs only `--experiment` and `--workdir`;
+- a training run holds the workdir's lock (`exclusive`) from before it reads its checkpoints
+  until it ends, so a second writer stops at once instead of interleaving with the first.
+  Read-only modes never take it.
 """
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 
 import jax
 
@@ -16,6 +22,7 @@ from cnnjax.errors import UserError
 from cnnjax.overrides import apply_overrides
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".cnnjax.lock"
 
 
 def config_path(workdir: str) -> str:
@@ -27,6 +34,17 @@ def as_tree(config) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
+def make(workdir: str) -> None:
+    """Creates the run directory (and its parents); a UserError when the OS refuses."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"Cannot create --workdir={workdir} ({e.strerror or type(e).__name__}): give a "
+            "directory you can write to."
+        ) from None
+
+
 def write_config(config, workdir: str) -> None:
     """Writes config.json (process 0 only)."""
     if jax.process_index() == 0:
@@ -35,12 +53,29 @@ def write_config(config, workdir: str) -> None:
 
 
 def read_config(workdir: str) -> dict | None:
-    """The settings saved in the run's config.json, or None when the run has none."""
+    """The settings saved in the run's config.json, or None when the run has none.
+
+    A config.json that is not a JSON object (damaged, truncated, or something else) is a
+    UserError naming the file and the fix: training never guesses a run's settings."""
     path = config_path(workdir)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"is not valid JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+    except OSError as e:
+        problem = f"cannot be read ({e.strerror or type(e).__name__})"
+    else:
+        if isinstance(saved, dict):
+            return saved
+        problem = f"holds a JSON {type(saved).__name__}, not the object of settings training writes"
+    raise UserError(
+        f"{path} {problem}. Restore it from a copy, or move it aside (the run's checkpoints "
+        "stay; training writes a new one with the experiment's settings and your --config "
+        "overrides)."
+    )
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -98,3 +133,36 @@ def with_run_settings(config, workdir: str):
             flush=True,
         )
     return config
+
+
+@contextlib.contextmanager
+def exclusive(workdir: str):
+    """Holds the workdir's lock: an exclusive `flock` on `WORKDIR/.cnnjax.lock`. The OS drops
+    it when the process ends in any way (kill -9 included), so a crashed run never leaves a
+    stale lock. Only process 0 of a multi-process run takes it: the others write no files of
+    their own. A UserError when another process holds it, naming that process."""
+    if jax.process_index() != 0:
+        yield
+        return
+    path = os.path.join(workdir, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UserError(
+            f"Cannot write into --workdir={workdir} ({e.strerror}): give a directory you can "
+            "write to."
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise UserError(
+                f"--workdir={workdir} is in use by {holder}, which is training in it. Wait for "
+                "it to end (or stop it), or give another --workdir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # Releases the lock.

@@ -11,6 +11,7 @@ whose body is four named steps (`_log`, `_preempt`, `_evaluate`, `_checkpoint`) 
 """
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import signal
@@ -154,12 +155,18 @@ def train_and_evaluate(
     summary.txt and plots at the end (`--mode=benchmark` times the loop without them).
     SIGTERM/SIGINT from the start on (data loading and compilation included) stop the run at
     the next step boundary with a checkpoint."""
-    with _StopFlag() as stop:
-        return _train_and_evaluate(config, workdir, experiment_name, data, write_report, stop)
+    with _StopFlag() as stop, contextlib.ExitStack() as held:
+        return _train_and_evaluate(config, workdir, experiment_name, data, write_report, stop, held)
 
 
 def _train_and_evaluate(
-    config, workdir: str, experiment_name: str, data, write_report: bool, stop: _StopFlag
+    config,
+    workdir: str,
+    experiment_name: str,
+    data,
+    write_report: bool,
+    stop: _StopFlag,
+    held: contextlib.ExitStack,
 ) -> Outcome:
     t_start = time.perf_counter()
     # ---- Build: before touching the workdir, so a config mistake leaves nothing behind.
@@ -176,7 +183,8 @@ def _train_and_evaluate(
 
     # ---- Resume or start.
     print(f"workdir: {workdir}  (re-run with --workdir={workdir} to resume)", flush=True)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_lib.make(workdir)
+    held.enter_context(workdir_lib.exclusive(workdir))  # Until the run ends: one writer.
     workdir_lib.note_changes(config, workdir)
     cfg = exp.config
     ckpts = checkpoint.Checkpoints(
