@@ -19,7 +19,6 @@ import jax
 from cnnjax import runs
 from cnnjax.errors import UserError
 from cnnjax.train import writers
-from cnnjax.viz import curves, feature_maps, filters, kernels_demo
 
 
 def run(config, args) -> int:
@@ -58,6 +57,9 @@ def visualize(config, workdir: str, *, name: str = "") -> dict[str, str]:
 
 def _generic_pictures(config, workdir, name, model, variables, data, images, tag, path) -> None:
     """The pictures that need no class prediction: filters, feature maps, curves, kernels."""
+    # Local: matplotlib is imported by the one mode that draws, not by every command.
+    from cnnjax.viz import curves, feature_maps, filters, kernels_demo
+
     vc = config.viz
     sample = images[int(vc.sample_index) % len(images)]
     layers = [p.strip() for p in str(vc.layers).split(",") if p.strip()] or None
