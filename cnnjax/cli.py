@@ -3,7 +3,8 @@
     python launch.py --experiment=NAME [--workdir=DIR] [--mode=MODE] [--config.KEY=VALUE ...]
     python launch.py --list
 
-User mistakes exit with code 2 and one line; a non-finite loss exits with code 3. The heavy
+User mistakes exit with code 2 and one line; a non-finite loss exits with code 3; a checkpoint
+that could not be written (disk full, ...) exits with code 4, the previous ones intact. The heavy
 imports (JAX, the modes) happen only after the flags parse, so a typo fails in a moment.
 """
 
@@ -140,6 +141,7 @@ def main(argv):
     from absl import logging
 
     from cnnjax.errors import NonFiniteLossError, UserError
+    from cnnjax.train.checkpoint import CheckpointWriteError
 
     if not FLAGS["verbosity"].present:
         # orbax logs every save at INFO and warns about routine things; `-v 0` shows it all.
@@ -150,3 +152,9 @@ def main(argv):
         _fail(str(e), 2)
     except NonFiniteLossError as e:
         _fail(str(e), 3)
+    except CheckpointWriteError as e:
+        _fail(
+            f"{e}. The earlier checkpoints are intact: free space, then run the same command "
+            "to resume.",
+            4,
+        )

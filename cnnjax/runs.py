@@ -16,7 +16,7 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     in `workdir`; step is None, with a freshly initialized state, when there is none."""
     exp = build(config) if exp is None else exp
     directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
+    if not os.path.lexists(directory):  # A file there is Checkpoints' UserError.
         return exp, exp.init_state(), None
     ckpts = checkpoint.Checkpoints(
         directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True
@@ -25,22 +25,10 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
     def target(step):
         return checkpoint_target(exp, exp.phase_of_state(step))
 
-    best = ckpts.best_step()
-    step, restored = None, None
-    if best is not None:
-        try:
-            step, restored = best, ckpts.restore(best, target(best))
-        except checkpoint.CheckpointMismatch:
-            raise  # Another config's run: the message says which settings to use.
-        except Exception as e:  # noqa: BLE001 - fall back to the newest readable one.
-            print(
-                f"warning: best checkpoint (step {best}) is unreadable ({type(e).__name__}); "
-                "using the latest readable one",
-                flush=True,
-            )
-    if restored is None:
-        step, restored = ckpts.restore_latest(target, delete_corrupt=False)
-    ckpts.close()
+    try:
+        step, restored = ckpts.restore_best(target)
+    finally:
+        ckpts.close()
     if restored is None:
         return exp, exp.init_state(), None
     return exp, restored_state(exp, restored, exp.phase_of_state(step)), step

@@ -1,0 +1,55 @@
+"""Damaged checkpoints as a user meets them: through launch.py, in a subprocess."""
+
+import os
+import shutil
+
+from launching import TINY_QUICKSTART, launch
+
+
+def _damage(step_dir):
+    for root, _, files in os.walk(step_dir):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(os.urandom(7))
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_training_resumes(
+    quickstart_20_steps, tmp_path
+):
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_20_steps, run)
+    ckpts = run / "checkpoints"
+    steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    _damage(ckpts / str(steps[-1]))
+    proc = launch([*TINY_QUICKSTART, f"--workdir={run}", "--config.num_train_steps=30"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
+    warnings = [line for line in out.splitlines() if line.startswith("warning: checkpoint")]
+    assert len(warnings) == 1 and f"step {steps[-1]}" in warnings[0], warnings
+    assert f"Resuming from the checkpoint at step {steps[-2]}" in out
+    assert any(d.startswith(f"corrupt-{steps[-1]}-") for d in os.listdir(ckpts))  # Not deleted.
+
+
+def test_no_readable_checkpoint_is_exit_2_and_nothing_is_touched(quickstart_20_steps, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_20_steps, run)
+    ckpts = run / "checkpoints"
+    for d in os.listdir(ckpts):
+        if d.isdigit():
+            _damage(ckpts / d)
+    before = sorted(os.listdir(ckpts))
+    for mode in ("train", "eval"):
+        proc = launch([*TINY_QUICKSTART, f"--workdir={run}", f"--mode={mode}"])
+        assert proc.returncode == 2, (mode, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "no readable checkpoint" in lines[0].lower(), lines
+        assert "Traceback" not in proc.stdout + proc.stderr
+    assert sorted(os.listdir(ckpts)) == before  # Never a silent fresh start over the run.
+
+
+def test_checkpoints_that_is_a_file_is_exit_2(tmp_path):
+    (tmp_path / "checkpoints").write_text("not a folder")
+    proc = launch([*TINY_QUICKSTART, f"--workdir={tmp_path}"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
