@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cnnjax.data import digits, folder, preprocessing, shapes, stats, synthetic, tfds_source
+from cnnjax.data.records import Records
 from cnnjax.errors import UserError, did_you_mean
 
 
@@ -103,20 +104,6 @@ FOLDER_PREFIX = "folder:"
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
 
 
-class _KeyedSource:
-    """A TFDS data source seen as records {"image", "label"} (what the streaming feed reads)."""
-
-    def __init__(self, source, image_key: str, label_key: str):
-        self.source, self.image_key, self.label_key = source, image_key, label_key
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> dict:
-        record = self.source[i]
-        return {"image": record[self.image_key], "label": record[self.label_key]}
-
-
 def _tfds_image_shape(data_config, tfds_builder) -> tuple[int | None, ...]:
     image_key, _, _ = tfds_source.feature_keys(tfds_builder.info.features)
     shape = tuple(tfds_builder.info.features[image_key].shape)
@@ -136,7 +123,7 @@ def _stream_tfds(data_config, tfds_builder) -> Dataset:
         )
     download = bool(data_config.get("download", False))
     train, test = (
-        _KeyedSource(
+        Records(
             tfds_source.data_source(name, split, data_dir=data_dir, download=download),
             image_key,
             label_key,

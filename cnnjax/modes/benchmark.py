@@ -250,10 +250,11 @@ def time_stream_pipeline(
 ) -> float:
     """images/s of the streaming pipeline alone (read + decode + augment on the host)."""
     from cnnjax.data import streaming, transforms
+    from cnnjax.data.records import Records
 
     data = dataset or data_lib.load(config.data)
     source = (
-        feeds.ArraySource(data.train_images, data.train_labels)
+        Records.of_arrays(data.train_images, data.train_labels)
         if data.in_memory
         else data.train_source
     )

@@ -25,33 +25,27 @@ import numpy as np
 from cnnjax import parallel, tasks
 from cnnjax.core import metrics
 from cnnjax.data import pipeline, streaming, transforms
+from cnnjax.data.records import Records
 from cnnjax.errors import UserError
 from cnnjax.train import steps
 
 TRAIN_STREAM = 1  # fold_in tag of the training RNG (dropout, on-device augmentation).
 
 
-class ArraySource:
-    """Random access over in-memory arrays, the record format the streaming feed reads."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": self.labels[i]}
-
-
 def _train_sources(data):
     return (
-        ArraySource(data.train_images, data.train_labels) if data.in_memory else data.train_source
+        Records.of_arrays(data.train_images, data.train_labels)
+        if data.in_memory
+        else data.train_source
     )
 
 
 def _test_source(data):
-    return ArraySource(data.test_images, data.test_labels) if data.in_memory else data.test_source
+    return (
+        Records.of_arrays(data.test_images, data.test_labels)
+        if data.in_memory
+        else data.test_source
+    )
 
 
 def _mean_pixel(mean) -> np.ndarray:
