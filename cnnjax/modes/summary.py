@@ -15,8 +15,7 @@ def run(config, args) -> int:
         exp, described = experiment.build(config), False
     except UserError as unavailable:  # Not prepared here: the shapes still tell the model.
         try:
-            task = tasks.TASKS.get(str(config.get("task", "classification")))
-            keys = task.target_keys if task else ("label",)
+            keys = tasks.task_class(config).target_keys
             stand_in = data_lib.describe(config.data, keys, config.batch_size)
             exp, described = experiment.build(config, stand_in), True
         except Exception:  # noqa: BLE001 - no description either: the first error says why.

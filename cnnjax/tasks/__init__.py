@@ -22,14 +22,19 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
-def get_task(config, data) -> Task:
-    """The task of `config.task` ("classification" when the key is absent) for `data`."""
+def task_class(config) -> type[Task]:
+    """The class of `config.task` ("classification" when the key is absent)."""
     name = str(config.get("task", "classification"))
     if name not in TASKS:
         raise UserError(
             f"Unknown task {name!r}.{did_you_mean(name, TASKS)} Tasks: {', '.join(TASKS)}."
         )
-    return TASKS[name](config, data)
+    return TASKS[name]
 
 
-__all__ = ["TASKS", "Task", "get_task"]
+def get_task(config, data) -> Task:
+    """The task of `config.task` for `data`."""
+    return task_class(config)(config, data)
+
+
+__all__ = ["TASKS", "Task", "get_task", "task_class"]
