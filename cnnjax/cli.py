@@ -152,6 +152,8 @@ def main(argv):
         _fail(str(e), 2)
     except NonFiniteLossError as e:
         _fail(str(e), 3)
+    except KeyboardInterrupt:  # Ctrl-C before training installed its handler, or in a mode.
+        _fail("interrupted (Ctrl-C); the run's checkpoints are as they were.", 130)
     except CheckpointWriteError as e:
         _fail(
             f"{e}. The earlier checkpoints are intact: free space, then run the same command "

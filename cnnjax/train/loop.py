@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -93,6 +94,15 @@ class _StopFlag:
 
     def _handle(self, signum, frame):
         del frame
+        if self.signum is not None and signum == signal.SIGINT:
+            # A second Ctrl-C: the user will not wait for the save. A half-written checkpoint
+            # has no manifest, so the next run sets it aside and resumes from the one before.
+            sys.stderr.write(
+                "error: interrupted again: exiting without waiting for the checkpoint; the "
+                "earlier ones are intact. Re-run the same command to resume.\n"
+            )
+            sys.stderr.flush()
+            os._exit(130)
         self.signum = signum
 
     def __exit__(self, *exc):

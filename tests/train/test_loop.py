@@ -176,3 +176,43 @@ def test_streaming_and_on_device_feeding_train_identically(tmp_path):
     _, b = final_params(tmp_path / "stream")
     for key, value in ocp.tree.to_flat_dict(a).items():
         np.testing.assert_array_equal(value, ocp.tree.to_flat_dict(b)[key])
+
+
+def test_ctrl_c_twice_exits_at_once_without_a_traceback_and_the_run_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    args = [
+        *TINY_QUICKSTART,
+        "--config.num_train_steps=100000",
+        "--config.log_every_steps=1",
+        f"--workdir={workdir}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+        cwd=ROOT,
+        env=launch_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ckpts = workdir / "checkpoints"
+    saved = lambda: sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())  # noqa: E731
+    deadline = time.time() + 120
+    while not (ckpts.is_dir() and saved()):  # A first good checkpoint: something to lose.
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError("training never saved a checkpoint")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.002)  # The second one lands while the first one's checkpoint is written.
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), err  # 0: the save won the race.
+    assert "Traceback" not in out + err
+    if proc.returncode == 130:
+        assert "interrupted again" in err.strip().splitlines()[-1]
+    # Nothing lost: the same command resumes from a readable checkpoint.
+    total = saved()[-1] + 5
+    resumed = launch([*args[:-2], f"--config.num_train_steps={total}", f"--workdir={workdir}"])
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "Resuming from the checkpoint at step" in resumed.stdout
+    assert "Traceback" not in resumed.stdout + resumed.stderr
