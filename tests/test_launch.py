@@ -61,6 +61,15 @@ def test_list_shows_experiments_with_descriptions():
         ),
         (["--experiment=quickstart", "--config.batch_size=0"], ["batch_size=0", "at least 1"]),
         (
+            ["--experiment=quickstart", "--config.num_train_steps=-5"],
+            ["num_train_steps=-5", "-1"],
+        ),
+        (["--experiment=quickstart", "--config.num_train_steps=0"], ["num_train_steps=0"]),
+        (
+            ["--experiment=quickstart", "--config.num_epochs=-1"],
+            ["num_epochs=-1.0 trains nothing"],
+        ),
+        (
             ["--experiment=quickstart", "--config.steps_per_execution=0"],
             ["steps_per_execution=0", "at least 1"],
         ),

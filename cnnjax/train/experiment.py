@@ -156,6 +156,11 @@ def check_numbers(config) -> None:
                 f"--config.{key}={config[key]}: use -1 (every epoch), 0 (only at the end) "
                 "or a number of steps."
             )
+    if int(config.num_train_steps) == 0 or int(config.num_train_steps) < -1:
+        raise UserError(
+            f"--config.num_train_steps={config.num_train_steps}: give a number of steps, or -1 "
+            "to train --config.num_epochs."
+        )
     if int(config.num_train_steps) <= 0 and not float(config.num_epochs) > 0:
         raise UserError(
             f"--config.num_epochs={config.num_epochs} trains nothing: give a positive "
