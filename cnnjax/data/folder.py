@@ -115,8 +115,9 @@ def _cache_dir(path: str, cache_dir: str | None) -> str | None:
     return next((d for d in candidates if d and cache.writable(d)), None)
 
 
-def _decode(file: str, image_size: int) -> np.ndarray:
-    """One image file -> uint8 (H, W, 1) if grayscale, else (H, W, 3)."""
+def _decode(file: str, image_size: int) -> np.ndarray | str:
+    """One image file -> uint8 (H, W, 1) if grayscale, else (H, W, 3); or, for a file PIL cannot
+    read (not an image, truncated), the reason as a string: the caller skips it."""
     from PIL import Image
 
     try:
@@ -132,7 +133,7 @@ def _decode(file: str, image_size: int) -> np.ndarray:
                 image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
             array = np.asarray(image, np.uint8)
     except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "not an image".
-        raise UserError(f"Cannot read image {file}: {e}") from None
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -195,6 +196,27 @@ def _stack(images: list[np.ndarray], files: list[str], channels: int) -> np.ndar
     return out
 
 
+def _skip_unreadable(decoded: list, all_files: list[str], files: dict, path: str):
+    """Drops the files `_decode` could not read, with one warning line each; a UserError when
+    a split has no readable image left. Returns (images, their files, files per split)."""
+    bad = {
+        f: reason for f, reason in zip(all_files, decoded, strict=True) if isinstance(reason, str)
+    }
+    if not bad:
+        return decoded, all_files, files
+    for file, reason in bad.items():
+        print(f"warning: skipping {file}: not a readable image ({reason})", flush=True)
+    kept = {split: [(f, label) for f, label in files[split] if f not in bad] for split in SPLITS}
+    for split in SPLITS:
+        if not kept[split]:
+            raise UserError(
+                f"No readable image in {os.path.join(path, split)}/: all "
+                f"{len(files[split])} files failed to decode (see the warnings above)."
+            )
+    images = [image for image in decoded if not isinstance(image, str)]
+    return images, [f for f in all_files if f not in bad], kept
+
+
 def load_folder(
     path: str, *, image_size: int = 0, cache_dir: str | None = None, num_workers: int | None = None
 ) -> dict:
@@ -221,6 +243,7 @@ def load_folder(
     progress = DecodeProgress(len(all_files), path, cached=cache_file is not None)
     decoded = _decode_all(all_files, image_size, num_workers, progress.update)
     progress.close()
+    decoded, all_files, files = _skip_unreadable(decoded, all_files, files, path)
     channels = max(image.shape[-1] for image in decoded)
     images = _stack(decoded, all_files, channels)
     n_train = len(files["train"])

@@ -9,6 +9,7 @@ import numpy as np
 from cnnjax import models
 from cnnjax.core import losses, metrics
 from cnnjax.data import transforms
+from cnnjax.errors import UserError
 from cnnjax.tasks.base import Task, model_kwargs
 
 
@@ -74,6 +75,15 @@ class Classification(Task):
     progress_metric = "accuracy"
     requires_device_feed = False
     outputs_class_scores = True
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        if data.num_classes < 2:
+            where = getattr(data, "name", "the dataset")
+            raise UserError(
+                f"{where} has {data.num_classes} class: a classifier needs at least two "
+                "(an image folder needs two or more train/<class>/ folders)."
+            )
 
     def build_model(self, dtype):
         return models.get_model(

@@ -163,12 +163,30 @@ def test_user_errors(tmp_path, layout, remove, match):
         folder.load_folder(root)
 
 
-def test_unreadable_image_is_named(tree):
+def test_unreadable_images_are_named_and_skipped(tree, capsys):
     root, _ = tree
+    before = folder.load_folder(root)
     bad = os.path.join(root, "train", "dog", "broken.png")
     with open(bad, "wb") as f:
         f.write(b"not a png")
-    with pytest.raises(UserError, match=f"Cannot read image {bad}"):
+    good = os.path.join(root, "train", "cat", "img0.png")
+    truncated = os.path.join(root, "train", "cat", "truncated.png")
+    with open(good, "rb") as f, open(truncated, "wb") as out:
+        out.write(f.read()[:40])
+    loaded = folder.load_folder(root)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "warning" in line]
+    assert len(lines) == 2 and any(bad in line for line in lines), lines
+    assert any(truncated in line for line in lines), lines
+    np.testing.assert_array_equal(loaded["train_images"], before["train_images"])
+    np.testing.assert_array_equal(loaded["train_labels"], before["train_labels"])
+
+
+def test_a_split_without_a_readable_image_is_a_user_error(tmp_path):
+    root = str(tmp_path / "data")
+    write_tree(root, {"train/a": 1, "train/b": 1, "test/a": 1})
+    with open(os.path.join(root, "test", "a", "img0.png"), "wb") as f:
+        f.write(b"junk")
+    with pytest.raises(UserError, match="No readable image in .*test/"):
         folder.load_folder(root)
 
 
