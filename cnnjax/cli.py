@@ -144,8 +144,9 @@ def main(argv):
     from cnnjax.train.checkpoint import CheckpointWriteError
 
     if not FLAGS["verbosity"].present:
-        # orbax logs every save at INFO and warns about routine things; `-v 0` shows it all.
-        logging.set_verbosity(logging.ERROR)
+        # orbax logs every save at INFO, warns about routine things and logs a failed save at
+        # ERROR before cnnjax reports it in one line; `-v 0` shows it all.
+        logging.set_verbosity(logging.FATAL)
     try:
         return run(argv)
     except UserError as e:

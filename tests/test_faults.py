@@ -3,6 +3,7 @@
 import os
 import shutil
 
+import pytest
 from launching import TINY_QUICKSTART, launch
 
 
@@ -53,3 +54,37 @@ def test_checkpoints_that_is_a_file_is_exit_2(tmp_path):
     proc = launch([*TINY_QUICKSTART, f"--workdir={tmp_path}"])
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_disk_full_is_one_line_exit_4_and_earlier_checkpoints_stay(tmp_path):
+    """The workdir on a real 3 MB tmpfs: the save that does not fit ends the run with one line."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        run = mount / "run"
+        proc = launch(
+            [
+                "--experiment=quickstart",
+                "--config.num_train_steps=200",
+                "--config.checkpoint_every_steps=20",
+                f"--workdir={run}",
+            ]
+        )
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0], lines
+        assert "Traceback" not in proc.stdout + proc.stderr
+        steps = sorted(int(d) for d in os.listdir(run / "checkpoints") if d.isdigit())
+        assert steps, "earlier checkpoints must stay"
+        # They are readable: evaluating the run works.
+        evaluated = launch(["--experiment=quickstart", f"--workdir={run}", "--mode=eval"])
+        assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
