@@ -87,8 +87,9 @@ def test_sigterm_during_start_up_still_saves_and_exits_0(tmp_path):
     assert "checkpoint saved" in out + err
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
-    workdir = tmp_path / "run"
+def _start_long_run(workdir):
+    """(args, process): a quickstart of 100,000 steps logging every step, started in the
+    background, for the tests that stop it with a signal."""
     args = [
         *TINY_QUICKSTART,
         "--config.num_train_steps=100000",
@@ -103,6 +104,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    return args, proc
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0(tmp_path):
+    workdir = tmp_path / "run"
+    args, proc = _start_long_run(workdir)
     metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -180,20 +187,7 @@ def test_streaming_and_on_device_feeding_train_identically(tmp_path):
 
 def test_ctrl_c_twice_exits_at_once_without_a_traceback_and_the_run_resumes(tmp_path):
     workdir = tmp_path / "run"
-    args = [
-        *TINY_QUICKSTART,
-        "--config.num_train_steps=100000",
-        "--config.log_every_steps=1",
-        f"--workdir={workdir}",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
-        cwd=ROOT,
-        env=launch_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args, proc = _start_long_run(workdir)
     ckpts = workdir / "checkpoints"
     saved = lambda: sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())  # noqa: E731
     deadline = time.time() + 120
