@@ -13,7 +13,15 @@ import sys
 
 from absl import flags
 
-MODES = ("train", "eval", "summary", "visualize", "benchmark", "predict")  # cnnjax.modes.MODES
+MODES = (
+    "train",
+    "eval",
+    "summary",
+    "visualize",
+    "benchmark",
+    "predict",
+    "export",
+)  # cnnjax.modes.MODES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("experiment", None, "Experiment name (see --list).")

@@ -11,9 +11,10 @@ from cnnjax.train import checkpoint, feeds
 from cnnjax.train.experiment import Experiment, build, checkpoint_target, restored_state
 
 
-def restore_best(config, workdir: str, exp: Experiment | None = None):
+def restore_best(config, workdir: str, exp: Experiment | None = None, *, latest: bool = False):
     """(experiment, state, step) from the best (else the latest readable) checkpoint of the run
-    in `workdir`; step is None, with a freshly initialized state, when there is none."""
+    in `workdir` (with `latest`, the newest readable one); step is None, with a freshly
+    initialized state, when there is none."""
     exp = build(config) if exp is None else exp
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.lexists(directory):  # A file there is Checkpoints' UserError.
@@ -26,7 +27,10 @@ def restore_best(config, workdir: str, exp: Experiment | None = None):
         return checkpoint_target(exp, exp.phase_of_state(step))
 
     try:
-        step, restored = ckpts.restore_best(target)
+        if latest:
+            step, restored = ckpts.restore_latest(target, delete_corrupt=False)
+        else:
+            step, restored = ckpts.restore_best(target)
     finally:
         ckpts.close()
     if restored is None:

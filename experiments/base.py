@@ -146,6 +146,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.viz.sample_index = 0  # The test image for feature maps and classic kernels.
     c.viz.max_eval_images = 2000  # Test images predicted for the confusion matrix and mistakes.
 
+    c.export = ml_collections.ConfigDict()  # --mode=export (docs/export.md)
+    c.export.formats = "stablehlo,onnx"  # Comma-separated; onnx needs pip install -e '.[export]'.
+    c.export.checkpoint = "best"  # best (by best_metric; else the latest) or latest.
+    c.export.dir = ""  # "" = <workdir>/export.
+
     c.benchmark = ml_collections.ConfigDict()  # --mode=benchmark
     c.benchmark.steps = 20  # Timed steps, after ...
     c.benchmark.warmup = 3  # ... this many untimed ones.

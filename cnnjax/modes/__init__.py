@@ -9,7 +9,7 @@ import dataclasses
 
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import UserError, did_you_mean
-from cnnjax.modes import benchmark, eval, predict, summary, train, visualize
+from cnnjax.modes import benchmark, eval, export, predict, summary, train, visualize
 from cnnjax.overrides import apply_overrides
 
 MODES = {
@@ -19,9 +19,10 @@ MODES = {
     "visualize": visualize.run,
     "benchmark": benchmark.run,
     "predict": predict.run,
+    "export": export.run,
 }
 # Modes that read a finished run: they take the settings it was trained with (config.json).
-READS_A_RUN = ("eval", "predict", "visualize")
+READS_A_RUN = ("eval", "predict", "visualize", "export")
 
 
 @dataclasses.dataclass(frozen=True)
