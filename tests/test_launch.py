@@ -177,7 +177,7 @@ def test_quickstart_end_to_end_shrunk(tmp_path):
         check=True,
     )
     assert "digit.png:" in proc.stdout and "  5. " in proc.stdout
-    assert "error: cannot read" in proc.stdout + proc.stderr and "missing.png" in proc.stdout
+    assert "error: cannot read" in proc.stderr and "missing.png" in proc.stderr  # Not stdout.
 
     # Re-running the finished run resumes at the end: nothing retrained, no duplicate events.
     proc = launch([*trained, f"--workdir={workdir}"], check=True)

@@ -170,7 +170,11 @@ def _stream_folder(data_config) -> Dataset:
         )
     path = os.path.abspath(os.path.expanduser(data_config.name.removeprefix(FOLDER_PREFIX)))
     class_names, files = folder.list_files(path)
-    train, test = (folder.FolderSource(files[split]) for split in folder.SPLITS)
+    train, test = (
+        folder.FolderSource(files[split], os.path.join(path, split)) for split in folder.SPLITS
+    )
+    for source in (train, test):  # No readable file: a UserError now, not mid-training.
+        source.check_readable()
     mean, std = _streamed_stats(data_config.name, train)
     return Dataset(
         name=data_config.name,

@@ -6,7 +6,12 @@ some, but may not add any). Images are decoded once, in parallel, and the arrays
 rebuilds the cache, and an unchanged tree loads it without decoding anything.
 
 A folder too big for device memory (or `data.feeding=stream`) is streamed instead:
-`FolderSource` hands the streaming feed each file's bytes, decoded to RGB in its threads.
+`FolderSource` hands the streaming feed each file decoded to RGB, in its threads.
+
+Unreadable files (not an image, truncated, over PIL's decompression-bomb limit) are skipped
+with one warning line each, in memory and streamed alike; a split with no readable image left
+is a UserError. Names are shown as written; bytes that are not UTF-8 (a folder named in
+Latin-1) are shown as `\\xe9` escapes instead of stopping the run.
 
 Colour: a set whose images are all grayscale (PIL modes 1, L, LA and 16-bit I) loads as
 (N, H, W, 1); any colour image makes the whole set RGB, with gray images repeated over the
@@ -17,6 +22,7 @@ three channels. Alpha is dropped. Resizing (image_size > 0) stretches to a squar
 import concurrent.futures
 import hashlib
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -30,6 +36,29 @@ SPLITS = ("train", "test")
 _WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L")  # 16-bit PNGs open in one of these.
 _GRAY_MODES = ("1", "L", "LA", *_WIDE_GRAY_MODES)
 _CACHE_VERSION = 1  # Bump when the decoded arrays would change for the same files.
+
+
+def shown(path: str) -> str:
+    """`path` as printable text: file names that are not UTF-8 reach Python as surrogate
+    escapes, which no UTF-8 stream can print; their bytes become `\\xNN` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What PIL raises for a file that is no readable image: not an image, truncated, or over
+    its decompression-bomb limit (a size no training set needs)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _reason(error: Exception) -> str:
+    from PIL import UnidentifiedImageError
+
+    if isinstance(error, UnidentifiedImageError):  # Its message names a file or a buffer.
+        return "PIL cannot identify its format"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _class_dirs(split_dir: str) -> list[str]:
@@ -50,47 +79,50 @@ def _image_files(class_dir: str) -> list[str]:
 
 
 def list_files(path: str) -> tuple[tuple[str, ...], dict[str, list[tuple[str, int]]]]:
-    """Class names and, per split, the sorted (file, label) pairs, with clear UserErrors."""
+    """Class names (as `shown`) and, per split, the sorted (file, label) pairs, with clear
+    UserErrors."""
+    where = shown(path)
     if not os.path.isdir(path):
         raise UserError(
-            f"Image folder {path!r} does not exist (expected {path}/train/<class>/*.jpg|png "
-            f"and {path}/test/<class>/...)."
+            f"Image folder {where!r} does not exist (expected {where}/train/<class>/*.jpg|png "
+            f"and {where}/test/<class>/...)."
         )
     for split in SPLITS:
         if not os.path.isdir(os.path.join(path, split)):
             raise UserError(
-                f"Image folder {path!r} has no {split}/ subfolder: expected "
-                f"{path}/{split}/<class>/*.jpg|png."
+                f"Image folder {where!r} has no {split}/ subfolder: expected "
+                f"{where}/{split}/<class>/*.jpg|png."
             )
-    class_names = tuple(_class_dirs(os.path.join(path, "train")))
-    if not class_names:
-        raise UserError(f"{path}/train/ holds no class folders: expected train/<class>/*.jpg|png.")
-    extra = sorted(set(_class_dirs(os.path.join(path, "test"))) - set(class_names))
+    folders = tuple(_class_dirs(os.path.join(path, "train")))
+    if not folders:
+        raise UserError(f"{where}/train/ holds no class folders: expected train/<class>/*.jpg|png.")
+    extra = sorted(set(_class_dirs(os.path.join(path, "test"))) - set(folders))
     if extra:
         raise UserError(
-            f"Class folder(s) {', '.join(extra)} exist in {path}/test/ but not in {path}/train/: "
-            "the model cannot learn classes it never sees. Add them to train/ or remove them."
+            f"Class folder(s) {', '.join(map(shown, extra))} exist in {where}/test/ but not in "
+            f"{where}/train/: the model cannot learn classes it never sees. Add them to train/ "
+            "or remove them."
         )
     files = {split: [] for split in SPLITS}
     empty = []
     for split in SPLITS:
-        for label, name in enumerate(class_names):
+        for label, name in enumerate(folders):
             class_dir = os.path.join(path, split, name)
             class_files = _image_files(class_dir) if os.path.isdir(class_dir) else []
             if split == "train" and not class_files:
-                empty.append(name)
+                empty.append(shown(name))
             files[split].extend((f, label) for f in class_files)
         if not files[split]:
             raise UserError(
-                f"No images ({'/'.join(EXTENSIONS)}) under {path}/{split}/<class>/: "
+                f"No images ({'/'.join(EXTENSIONS)}) under {where}/{split}/<class>/: "
                 "the class folders are empty."
             )
         if empty:
             raise UserError(
-                f"Class folder(s) {', '.join(empty)} in {path}/train/ hold no "
+                f"Class folder(s) {', '.join(empty)} in {where}/train/ hold no "
                 f"{'/'.join(EXTENSIONS)} images."
             )
-    return class_names, files
+    return tuple(shown(name) for name in folders), files
 
 
 def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: int) -> str:
@@ -99,7 +131,8 @@ def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: i
         for file, label in files[split]:
             stat = os.stat(file)
             rel = os.path.relpath(file, path)
-            digest.update(f"{split}\t{rel}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            line = f"{split}\t{rel}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+            digest.update(os.fsencode(line))  # Any name's bytes, UTF-8 or not (see `shown`).
     return digest.hexdigest()[:24]
 
 
@@ -132,8 +165,8 @@ def _decode(file: str, image_size: int) -> np.ndarray | str:
             if image_size > 0 and image.size != (image_size, image_size):
                 image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
             array = np.asarray(image, np.uint8)
-    except (OSError, ValueError, SyntaxError) as e:  # PIL's ways of saying "not an image".
-        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except _read_errors() as e:  # PIL's ways of saying "not an image".
+        return _reason(e)
     return array[..., None] if array.ndim == 2 else array
 
 
@@ -196,6 +229,17 @@ def _stack(images: list[np.ndarray], files: list[str], channels: int) -> np.ndar
     return out
 
 
+def _warn_unreadable(file: str, reason: str) -> None:
+    print(f"warning: skipping {shown(file)}: not a readable image ({reason})", flush=True)
+
+
+def _nothing_readable(split_dir: str, count: int) -> UserError:
+    return UserError(
+        f"No readable image in {shown(split_dir)}/: all {count} files failed to decode (see "
+        "the warnings above)."
+    )
+
+
 def _skip_unreadable(decoded: list, all_files: list[str], files: dict, path: str):
     """Drops the files `_decode` could not read, with one warning line each; a UserError when
     a split has no readable image left. Returns (images, their files, files per split)."""
@@ -205,14 +249,11 @@ def _skip_unreadable(decoded: list, all_files: list[str], files: dict, path: str
     if not bad:
         return decoded, all_files, files
     for file, reason in bad.items():
-        print(f"warning: skipping {file}: not a readable image ({reason})", flush=True)
+        _warn_unreadable(file, reason)
     kept = {split: [(f, label) for f, label in files[split] if f not in bad] for split in SPLITS}
     for split in SPLITS:
         if not kept[split]:
-            raise UserError(
-                f"No readable image in {os.path.join(path, split)}/: all "
-                f"{len(files[split])} files failed to decode (see the warnings above)."
-            )
+            raise _nothing_readable(os.path.join(path, split), len(files[split]))
     images = [image for image in decoded if not isinstance(image, str)]
     return images, [f for f in all_files if f not in bad], kept
 
@@ -231,7 +272,7 @@ def load_folder(
     class_names, files = list_files(path)
     key = _cache_key(path, files, image_size)
     # The folder and image size prefix its cache files, so a rebuild drops its stale ones.
-    folder_id = hashlib.sha256(f"{path}\0{image_size}".encode()).hexdigest()[:12]
+    folder_id = hashlib.sha256(os.fsencode(f"{path}\0{image_size}")).hexdigest()[:12]
     directory = _cache_dir(path, cache_dir)
     cache_file = os.path.join(directory, f"{folder_id}-{key}.npz") if directory else None
     cached = cache.load(cache_file) if cache_file else None
@@ -240,7 +281,7 @@ def load_folder(
 
     num_workers = num_workers or min(32, os.cpu_count() or 1)
     all_files = [f for split in SPLITS for f, _ in files[split]]
-    progress = DecodeProgress(len(all_files), path, cached=cache_file is not None)
+    progress = DecodeProgress(len(all_files), shown(path), cached=cache_file is not None)
     decoded = _decode_all(all_files, image_size, num_workers, progress.update)
     progress.close()
     decoded, all_files, files = _skip_unreadable(decoded, all_files, files, path)
@@ -260,32 +301,77 @@ def load_folder(
 
 def pixel_bytes(path: str, image_size: int = 0) -> int:
     """The uint8 bytes the folder's images take decoded as RGB, at `image_size` (> 0) or at
-    the first training image's size (read from its header alone)."""
+    the size of the first training image whose header reads (0 when none does: loading the
+    folder then names the unreadable files)."""
     from PIL import Image
 
     _, files = list_files(os.path.abspath(os.path.expanduser(path)))
     n = sum(len(files[split]) for split in SPLITS)
     if image_size > 0:
         return n * image_size * image_size * 3
-    with Image.open(files["train"][0][0]) as im:
-        width, height = im.size
-    return n * height * width * 3
+    for file, _ in files["train"]:
+        try:
+            with Image.open(file) as im:
+                width, height = im.size
+        except _read_errors():
+            continue
+        return n * height * width * 3
+    return 0
 
 
 class FolderSource:
-    """Random access over one split's files as records {"image": encoded bytes, "label"}: what
-    the streaming feed reads, decoding (to RGB) in its worker threads."""
+    """Random access over one split's files as records {"image": uint8 (H, W, 3), "label",
+    "weight"}: what the streaming feed reads, in its worker threads.
 
-    def __init__(self, files: list[tuple[str, int]]):
-        self.files = files
+    An unreadable file gets one warning line (the first time it is read) and is never read
+    again: its record is the next readable file's (image and label together), with weight 0,
+    so evaluation leaves it out as it leaves out padding, and training sees a real example.
+    Which files stand in is fixed by the files alone, so the stream stays a pure function of
+    (seed, epoch, step) and a resumed run reads what an unbroken one would. A split with no
+    readable file is a UserError."""
+
+    def __init__(self, files: list[tuple[str, int]], split_dir: str):
+        self.files, self.split_dir = files, split_dir
+        self._unreadable: dict[int, str] = {}  # Index -> reason; grows as files are read.
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self.files)
 
+    def _image(self, i: int) -> np.ndarray | None:
+        """The pixels of file `i` as RGB, or None (warned once) when it does not decode."""
+        from cnnjax.data import transforms
+
+        if i in self._unreadable:
+            return None
+        file = self.files[i][0]
+        try:
+            with open(file, "rb") as f:
+                return transforms.decode(f.read())
+        except _read_errors() as e:
+            with self._lock:
+                first = i not in self._unreadable
+                self._unreadable[i] = _reason(e)
+            if first:
+                _warn_unreadable(file, self._unreadable[i])
+            return None
+
     def __getitem__(self, i: int) -> dict:
-        file, label = self.files[i]
-        with open(file, "rb") as f:
-            return {"image": f.read(), "label": np.int32(label)}
+        n = len(self.files)
+        for k in range(n):
+            j = (int(i) + k) % n
+            image = self._image(j)
+            if image is not None:
+                return {
+                    "image": image,
+                    "label": np.int32(self.files[j][1]),
+                    "weight": np.float32(k == 0),
+                }
+        raise _nothing_readable(self.split_dir, n)
+
+    def check_readable(self) -> None:
+        """A UserError unless some file of the split decodes (tried from the first on)."""
+        self[0]
 
 
 def from_config(data_config) -> dict:

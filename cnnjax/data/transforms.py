@@ -20,12 +20,20 @@ def decode(image) -> np.ndarray:
     return image[..., None] if image.ndim == 2 else image
 
 
+def resize_pil(im: Image.Image, height: int, width: int) -> Image.Image:
+    """What `_resize` does, on a PIL image (no NumPy copy of a big picture): the same pixels."""
+    if im.size == (width, height):
+        return im
+    return im.resize((width, height), Image.BILINEAR, reducing_gap=None)
+
+
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return image
     squeeze = image.shape[-1] == 1
-    im = Image.fromarray(image[..., 0] if squeeze else image)
-    out = np.asarray(im.resize((width, height), Image.BILINEAR, reducing_gap=None))
+    out = np.asarray(
+        resize_pil(Image.fromarray(image[..., 0] if squeeze else image), height, width)
+    )
     return out[..., None] if squeeze else out
 
 
@@ -58,17 +66,22 @@ def random_resized_crop(
     return _resize(image[top : top + ch, left : left + cw], size, size)
 
 
-def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
-    """Resize the short side to size / crop_fraction (256 for 224), then the central
-    (size, size) crop. image: uint8 (H, W, C) -> uint8 (size, size, C)."""
-    h, w = image.shape[:2]
+def center_crop_box(h: int, w: int, size: int, crop_fraction: float = 0.875):
+    """(height, width, top, left) of `center_crop` for an h x w image: the size it is resized
+    to, and where its central (size, size) crop starts."""
     short = int(round(size / crop_fraction))
     if h <= w:
         nh, nw = short, max(short, int(round(w * short / h)))
     else:
         nw, nh = short, max(short, int(round(h * short / w)))
+    return nh, nw, (nh - size) // 2, (nw - size) // 2
+
+
+def center_crop(image: np.ndarray, size: int, crop_fraction: float = 0.875) -> np.ndarray:
+    """Resize the short side to size / crop_fraction (256 for 224), then the central
+    (size, size) crop. image: uint8 (H, W, C) -> uint8 (size, size, C)."""
+    nh, nw, top, left = center_crop_box(*image.shape[:2], size, crop_fraction)
     image = _resize(image, nh, nw)
-    top, left = (nh - size) // 2, (nw - size) // 2
     return image[top : top + size, left : left + size]
 
 
@@ -129,7 +142,8 @@ def make_train_transform(aug_config, image_size: int = 0, fill=0):
 
 
 def make_eval_transform(aug_config, image_size: int = 0):
-    """The evaluation view: center crop (Inception recipes) or a plain resize."""
+    """The evaluation view: center crop (Inception recipes) or a plain resize. A record's
+    "weight" (0: a stand-in for an unreadable file, `folder.FolderSource`) is kept."""
 
     def transform(record: dict, rng: np.random.Generator | None = None) -> dict:
         del rng
@@ -138,6 +152,9 @@ def make_eval_transform(aug_config, image_size: int = 0):
             image = center_crop(image, image_size or image.shape[0])
         elif image_size:
             image = _resize(image, image_size, image_size)
-        return {"image": np.ascontiguousarray(image), "label": np.int32(record["label"])}
+        out = {"image": np.ascontiguousarray(image), "label": np.int32(record["label"])}
+        if "weight" in record:
+            out["weight"] = np.float32(record["weight"])
+        return out
 
     return transform

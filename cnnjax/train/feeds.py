@@ -370,7 +370,8 @@ class StreamEvaluator:
         def example(i):
             i = int(i)
             if i < n:
-                return {**self.transform(self.source[i]), "weight": np.float32(1.0)}
+                # A record's own weight wins: 0 for a stand-in for an unreadable file.
+                return {"weight": np.float32(1.0), **self.transform(self.source[i])}
             blank = np.zeros(self.image_shape, np.uint8)
             return {"image": blank, "label": np.int32(0), "weight": np.float32(0.0)}
 

@@ -37,7 +37,7 @@ def write_run_report(
     text = format_report(
         name=name, exp=exp, eval_metrics=eval_metrics, n_params=n_params, elapsed_s=elapsed_s
     )
-    with open(os.path.join(workdir, "summary.txt"), "w") as f:
+    with open(os.path.join(workdir, "summary.txt"), "w", encoding="utf-8") as f:
         f.write(text)
     plots = os.path.join(workdir, "plots")
     curves.training_curves(
