@@ -228,14 +228,3 @@ def test_default_workdir_is_fresh_under_runs():
     path = default_workdir("quickstart")
     assert os.path.dirname(path) == "runs"
     assert os.path.basename(path).startswith("quickstart-")
-
-
-def test_deterministic_asks_xla_for_deterministic_gpu_kernels(monkeypatch):
-    from cnnjax import cli
-
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    cli.deterministic_gpu_kernels()
-    cli.deterministic_gpu_kernels()  # Idempotent.
-    assert os.environ["XLA_FLAGS"] == (
-        "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
-    )
