@@ -585,6 +585,9 @@ def worker(job_path: str) -> int:
         job = json.load(f)
     fw, kind = job["framework"], job["kind"]
     if fw == "cnnjax":
+        from cnnjax import runtime
+
+        runtime.tune_xla_cpu()  # What launch.py does (--xla_cpu_tuning), before JAX starts.
         res = cnnjax_ips(job)
     elif fw == "keras":
         res = keras_ips(job) if kind == "ips" else keras_run(job)

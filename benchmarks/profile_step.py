@@ -24,6 +24,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cnnjax import runtime  # noqa: E402
+
+runtime.tune_xla_cpu()  # As launch.py does (before JAX starts); XLA_FLAGS can say otherwise.
+
 import experiments  # noqa: E402
 from cnnjax.modes import benchmark  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402

@@ -10,9 +10,13 @@ warm-up with `block_until_ready`. Paste the table into benchmarks/RESULTS.md wit
 
 import argparse
 
-from cnnjax.modes import benchmark
-from cnnjax.overrides import apply_overrides
-from experiments import base
+from cnnjax import runtime
+
+runtime.tune_xla_cpu()  # As launch.py does (before JAX starts); XLA_FLAGS can say otherwise.
+
+from cnnjax.modes import benchmark  # noqa: E402
+from cnnjax.overrides import apply_overrides  # noqa: E402
+from experiments import base  # noqa: E402
 
 
 def _model_spec(spec: str) -> list[tuple[str, str]]:
