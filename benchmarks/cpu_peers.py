@@ -587,7 +587,9 @@ def worker(job_path: str) -> int:
     if fw == "cnnjax":
         from cnnjax import runtime
 
-        runtime.tune_xla_cpu()  # What launch.py does (--xla_cpu_tuning), before JAX starts.
+        # What launch.py does (--xla_cpu_tuning), before JAX starts.
+        config = _config(job["experiment"], job["overrides"])
+        runtime.tune_xla_cpu(config.get("xla_cpu_ynn_fusions", ""))
         res = cnnjax_ips(job)
     elif fw == "keras":
         res = keras_ips(job) if kind == "ips" else keras_run(job)

@@ -24,11 +24,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cnnjax import runtime  # noqa: E402
-
-runtime.tune_xla_cpu()  # As launch.py does (before JAX starts); XLA_FLAGS can say otherwise.
-
 import experiments  # noqa: E402
+from cnnjax import runtime  # noqa: E402
 from cnnjax.modes import benchmark  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402
 
@@ -113,6 +110,8 @@ def main():
 
     pairs = [("data.name", "synthetic")] + [tuple(kv.split("=", 1)) for kv in args.overrides]
     config = apply_overrides(experiments.EXPERIMENTS[args.experiment].get_config(), pairs)
+    # As launch.py does, before JAX starts its backend; XLA_FLAGS can say otherwise.
+    runtime.tune_xla_cpu(config.get("xla_cpu_ynn_fusions", ""))
     timing = benchmark.time_train_step(
         config, steps_per_run=args.steps, warmup=args.warmup, profile_dir=args.out
     )

@@ -12,7 +12,8 @@ import argparse
 
 from cnnjax import runtime
 
-runtime.tune_xla_cpu()  # As launch.py does (before JAX starts); XLA_FLAGS can say otherwise.
+# launch.py's default (before JAX starts): no YNNPACK fusions; XLA_FLAGS can say otherwise.
+runtime.tune_xla_cpu()
 
 from cnnjax.modes import benchmark  # noqa: E402
 from cnnjax.overrides import apply_overrides  # noqa: E402

@@ -48,8 +48,8 @@ flags.DEFINE_string(
 flags.DEFINE_bool(
     "xla_cpu_tuning",
     True,
-    "Turn off XLA:CPU's YNNPACK fusions, which train convolutions slower on x86 CPUs "
-    "(cnnjax.runtime); a setting of the flag in XLA_FLAGS wins.",
+    "Limit XLA:CPU's YNNPACK fusions to config.xla_cpu_ynn_fusions (default none: its "
+    "convolutions train slower on x86 CPUs; cnnjax.runtime). The flag in XLA_FLAGS wins.",
 )
 flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes.")
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index.")
@@ -124,7 +124,7 @@ def run(argv) -> int:
     config = modes.resolve(name, FLAGS.mode, FLAGS.workdir, _OVERRIDES)
     enable_compilation_cache(FLAGS.compilation_cache)
     if FLAGS.xla_cpu_tuning:
-        runtime.tune_xla_cpu()
+        runtime.tune_xla_cpu(config.get("xla_cpu_ynn_fusions", ""))
     if config.get("deterministic", False):
         # Deterministic GPU kernels: no atomics in reductions, fixed algorithm choices.
         runtime.add_xla_flag("--xla_gpu_deterministic_ops=true")

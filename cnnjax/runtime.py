@@ -3,6 +3,8 @@
 `launch.py` calls `tune_xla_cpu()`; code that imports cnnjax can call it first thing, before
 anything touches a JAX array. A setting the user already put in `XLA_FLAGS` always wins.
 
+Experiments choose with `config.xla_cpu_ynn_fusions` ("" by default: none).
+
 Why the CPU setting (measured in benchmarks/RESULTS.md, "XLA:CPU's YNNPACK fusions"): jaxlib
 0.10 sends each convolution of the training step to YNNPACK by default, and on an AVX-512 x86
 CPU those run slower than XLA's Eigen convolutions. With YNNPACK fusions off, the train step ran
@@ -48,10 +50,34 @@ def add_xla_flag(flag: str, env=None) -> bool:
     return True
 
 
-def tune_xla_cpu(env=None, version=None) -> bool:
-    """Turns off XLA:CPU's YNNPACK fusions (see the module's text) where the installed jaxlib
-    has the flag; returns whether the flag was added. No effect on GPU or TPU programs."""
+YNN_FUSION_KINDS = ("dot", "eltwise", "reduce", "individual_dot", "individual_convolution")
+
+
+def ynn_fusions(value: str) -> str:
+    """The checked value of `config.xla_cpu_ynn_fusions` ("" none, "default" jaxlib's, or a
+    comma list of YNN_FUSION_KINDS); UserError names the bad kind (XLA would abort on it)."""
+    from cnnjax.errors import UserError, did_you_mean
+
+    value = str(value).strip().lower()
+    if value == "default":
+        return value
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in YNN_FUSION_KINDS:
+            raise UserError(
+                f"config.xla_cpu_ynn_fusions: unknown fusion kind {kind!r}."
+                f"{did_you_mean(kind, YNN_FUSION_KINDS)} Use a comma list of "
+                f"{', '.join(YNN_FUSION_KINDS)}; '' for none or 'default' for jaxlib's."
+            )
+    return ",".join(kinds)
+
+
+def tune_xla_cpu(fusions: str = "", env=None, version=None) -> bool:
+    """Limits XLA:CPU's YNNPACK fusions to `fusions` (default: none; see the module's text)
+    where the installed jaxlib has the flag; returns whether the flag was added. "default"
+    leaves jaxlib's choice. No effect on GPU or TPU programs."""
+    fusions = ynn_fusions(fusions)
     low, high = _TESTED
-    if not low <= (version or jaxlib_version()) < high:
+    if fusions == "default" or not low <= (version or jaxlib_version()) < high:
         return False
-    return add_xla_flag(f"{YNN_FLAG}=", env)
+    return add_xla_flag(f"{YNN_FLAG}={fusions}", env)

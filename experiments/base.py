@@ -79,6 +79,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     # GPU: deterministic kernels (XLA's --xla_gpu_deterministic_ops), so a resumed or repeated
     # run is bit-identical there too, at some speed cost. CPU and TPU runs already are.
     c.deterministic = False
+    # XLA:CPU's YNNPACK library fusions this run may use, comma-separated kinds of "dot",
+    # "eltwise", "reduce", "individual_dot", "individual_convolution"; "" none, "default"
+    # jaxlib's own choice. launch.py sets it before JAX starts (cnnjax.runtime; its
+    # --xla_cpu_tuning=false or the flag in XLA_FLAGS leave jaxlib's default). No effect off CPU.
+    c.xla_cpu_ynn_fusions = ""
 
     # Training steps per device call (Keras' steps_per_execution): k > 1 runs k steps in one
     # jitted lax.scan, so small models are not held back by the host's per-call cost. Log,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from launching import ROOT
+from launching import ROOT, TINY_QUICKSTART, launch
 
 from cnnjax import runtime
 
@@ -20,18 +20,34 @@ def test_add_xla_flag_appends_once_and_the_users_setting_wins():
         "--xla_force_host_platform_device_count=2 --xla_gpu_deterministic_ops=true"
     )
     mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}
-    assert not runtime.tune_xla_cpu(mine, version=(0, 10))
+    assert not runtime.tune_xla_cpu(env=mine, version=(0, 10))
     assert mine["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=dot"
     empty = {}
-    assert runtime.tune_xla_cpu(empty, version=(0, 10))
+    assert runtime.tune_xla_cpu(env=empty, version=(0, 10))
     assert empty["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type="
+    some = {}
+    assert runtime.tune_xla_cpu(" Eltwise, reduce", env=some, version=(0, 11))
+    assert some["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=eltwise,reduce"
+    assert not runtime.tune_xla_cpu("default", env=some, version=(0, 10))
+
+
+def test_an_unknown_fusion_kind_is_one_line_and_exit_2_before_xla_sees_it(tmp_path):
+    proc = launch(
+        [*TINY_QUICKSTART, f"--workdir={tmp_path / 'run'}", "--config.xla_cpu_ynn_fusions=eltwse"]
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: config.xla_cpu_ynn_fusions: unknown fusion kind 'eltwse'. Did you mean "
+        "'eltwise'? Use a comma list of dot, eltwise, reduce, individual_dot, "
+        "individual_convolution; '' for none or 'default' for jaxlib's."
+    ]
 
 
 @pytest.mark.parametrize("version", [(0, 0), (0, 9), (0, 12), (1, 0)])
 def test_no_flag_outside_the_measured_jaxlib_releases(version):
     # XLA aborts the whole process on a flag its release does not know.
     env = {}
-    assert not runtime.tune_xla_cpu(env, version=version)
+    assert not runtime.tune_xla_cpu(env=env, version=version)
     assert env == {}
 
 
@@ -69,7 +85,7 @@ def test_the_flag_reaches_xla_and_takes_the_convolutions_off_ynnpack():
     assert ynn("tune") == "False"
 
 
-def _losses(workdir, tuning):
+def _losses(workdir, tuning, *extra):
     # XLA's default flags (not launching.py's faster-compiling ones): what a user's run gets.
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
@@ -87,6 +103,7 @@ def _losses(workdir, tuning):
             "--config.eval_every_steps=4",
             "--config.checkpoint_every_steps=4",
             "--config.optim.lr=0.001",
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -100,10 +117,12 @@ def _losses(workdir, tuning):
 
 
 def test_resnet18_trains_to_the_same_losses_with_and_without_the_cpu_tuning(tmp_path):
-    # Convolutions, BatchNorm, residual adds and SGD through both code generators: 4 steps and
-    # the evaluation agree to float32 rounding (a miscompilation is off by far more).
-    tuned = _losses(tmp_path / "tuned", "true")
+    # Convolutions, BatchNorm, residual adds and SGD through jaxlib's default YNNPACK fusions,
+    # the experiment's (eltwise, reduce) and none: 4 steps and the evaluation agree to float32
+    # rounding (a miscompilation is off by far more).
     default = _losses(tmp_path / "default", "false")
-    assert len(tuned) == len(default) == 5
-    assert tuned == pytest.approx(default, rel=2e-4)
-    assert tuned[0] == pytest.approx(default[0], rel=1e-5)
+    assert len(default) == 5
+    for name, extra in [("tuned", ()), ("none", ("--config.xla_cpu_ynn_fusions=",))]:
+        tuned = _losses(tmp_path / name, "true", *extra)
+        assert tuned == pytest.approx(default, rel=2e-4), name
+        assert tuned[0] == pytest.approx(default[0], rel=1e-5), name
