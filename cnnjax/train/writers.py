@@ -7,6 +7,7 @@ On resume from step `s`, events after `s` written by the interrupted run are dro
 import json
 import math
 import os
+import threading
 
 import jax
 
@@ -48,19 +49,42 @@ class MetricWriter:
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tb = None
+        self._tb_thread = None
         if not self.enabled:
             return
         kept = [e for e in read_events(workdir) if resume_step and _before(e, resume_step)]
         with open(self.path, "w") as f:
             f.writelines(json.dumps(e) + "\n" for e in kept)
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close().
-        from tensorboardX import SummaryWriter  # Local: only a training run needs it.
-
-        self._tb = SummaryWriter(
-            os.path.join(workdir, "tensorboard"),
-            purge_step=(resume_step + 1) if resume_step else None,
-            flush_secs=10,
+        # The TensorBoard writer is made on a thread: importing tensorboardX takes 1.4-2.4 s
+        # (it imports torch when torch is installed), which then overlaps the step's
+        # compilation (XLA releases the GIL) instead of coming before it.
+        self._tb_error = None
+        self._tb_thread = threading.Thread(
+            target=self._open_tensorboard,
+            args=(os.path.join(workdir, "tensorboard"), resume_step),
+            name="tensorboard-writer",
+            daemon=True,
         )
+        self._tb_thread.start()
+
+    def _open_tensorboard(self, logdir: str, resume_step: int | None) -> None:
+        try:
+            from tensorboardX import SummaryWriter  # Local: only a training run needs it.
+
+            self._tb = SummaryWriter(
+                logdir, purge_step=(resume_step + 1) if resume_step else None, flush_secs=10
+            )
+        except BaseException as e:  # Re-raised on the caller's thread by _tensorboard().
+            self._tb_error = e
+
+    def _tensorboard(self):
+        if self._tb_thread is not None:
+            self._tb_thread.join()
+            self._tb_thread = None
+            if self._tb_error is not None:
+                raise self._tb_error
+        return self._tb
 
     def write(self, event: dict) -> None:
         """event: {"step": int, "kind": "train"|"eval"|..., name: number, ...}."""
@@ -72,9 +96,9 @@ class MetricWriter:
         for name, value in event.items():
             if name in ("step", "kind") or not isinstance(value, int | float):
                 continue
-            self._tb.add_scalar(f"{kind}/{name}", value, global_step=event["step"])
+            self._tensorboard().add_scalar(f"{kind}/{name}", value, global_step=event["step"])
 
     def close(self) -> None:
         if self.enabled:
             self._file.close()
-            self._tb.close()
+            self._tensorboard().close()
