@@ -17,7 +17,7 @@ LAYERS = [
     ("tasks",),
     ("viz", "interop", "inference"),
     ("data", "models"),
-    ("summary", "workdir", "parallel"),
+    ("summary", "workdir", "parallel", "runtime"),
     ("core", "ops"),
     ("overrides",),
     ("errors",),
