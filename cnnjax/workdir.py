@@ -18,6 +18,7 @@ import socket
 
 import jax
 
+from cnnjax import files
 from cnnjax.errors import UserError
 from cnnjax.overrides import apply_overrides
 
@@ -46,10 +47,10 @@ def make(workdir: str) -> None:
 
 
 def write_config(config, workdir: str) -> None:
-    """Writes config.json (process 0 only)."""
+    """Writes config.json (process 0 only), atomically: a full disk or a kill leaves the
+    previous file whole, never a torn one that every later command would refuse."""
     if jax.process_index() == 0:
-        with open(config_path(workdir), "w") as f:
-            json.dump(as_tree(config), f, indent=2, sort_keys=True)
+        files.write_json_atomic(config_path(workdir), as_tree(config))
 
 
 def read_config(workdir: str) -> dict | None:

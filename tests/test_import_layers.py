@@ -20,7 +20,7 @@ LAYERS = [
     ("summary", "workdir", "parallel", "runtime"),
     ("core", "ops"),
     ("overrides",),
-    ("errors",),
+    ("errors", "files"),
 ]
 RANK = {name: len(LAYERS) - i for i, line in enumerate(LAYERS) for name in line}
 MAY_IMPORT_EXPERIMENTS = ("cli", "modes")
