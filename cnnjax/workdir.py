@@ -97,6 +97,27 @@ def changed_keys(saved: dict, config) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
+def describe_changes(config, workdir: str) -> str:
+    """ "optim.grad_clip_norm 0.0 -> 1.0, ..." for the keys whose values differ from the run's
+    config.json ("" when it has none or nothing differs)."""
+    saved = read_config(workdir)
+    if saved is None:
+        return ""
+    old, new = flatten(saved), flatten(as_tree(config))
+
+    def known(key: str) -> bool:  # Not a section a newer version added since the run.
+        section = saved
+        for part in key.split(".")[:-1]:
+            section = section.get(part) if isinstance(section, dict) else None
+        return isinstance(section, dict)
+
+    return ", ".join(
+        f"{k} {json.dumps(old.get(k))} -> {json.dumps(new.get(k))}"
+        for k in changed_keys(saved, config)
+        if known(k)
+    )
+
+
 def note_changes(config, workdir: str) -> None:
     """On resume, says which keys differ from the run's saved config.json."""
     saved = read_config(workdir)

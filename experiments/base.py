@@ -95,6 +95,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.best_metric = "accuracy"  # The eval metric that picks the "best" checkpoint.
 
+    # Resuming a run whose optimizer settings changed (optim.*, transfer.finetune_optim):
+    # fresh_optimizer=True keeps the checkpoint's parameters, statistics and step and starts a
+    # fresh optimizer state, where the saved one does not fit; without it that is exit 2.
+    c.resume = ml_collections.ConfigDict()
+    c.resume.fresh_optimizer = False
+
     # Initialization from another run or from Keras weights (cnnjax.train.transfer).
     c.init = ml_collections.ConfigDict()
     c.init.checkpoint = ""  # A run dir, its checkpoints/ dir or one step dir.

@@ -1,5 +1,6 @@
 """Damaged checkpoints as a user meets them: through launch.py, in a subprocess."""
 
+import json
 import os
 import shutil
 
@@ -91,3 +92,69 @@ def test_disk_full_is_one_line_exit_4_and_earlier_checkpoints_stay(tmp_path):
         assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def _ckpt_listing(run):
+    return sorted(os.listdir(run / "checkpoints"))
+
+
+def test_a_changed_optimizer_is_a_mismatch_not_damage_and_fresh_optimizer_resumes(
+    quickstart_20_steps, tmp_path
+):
+    """Issue 25: the NaN stop advises grad_clip_norm; resuming with it used to call every
+    checkpoint unreadable. Now: exit 2 naming the setting, nothing moved; then an explicit
+    fresh optimizer state keeps the parameters."""
+    run = tmp_path / "run"
+    shutil.copytree(quickstart_20_steps, run)
+    before = _ckpt_listing(run)
+    args = [*TINY_QUICKSTART, f"--workdir={run}", "--config.num_train_steps=30"]
+    proc = launch([*args, "--config.optim.grad_clip_norm=1.0"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stdout + proc.stderr, lines
+    assert "another optimizer state" in lines[0] and "unreadable" not in lines[0]
+    assert "optim.grad_clip_norm 0.0 -> 1.0" in lines[0]
+    assert "--config.resume.fresh_optimizer=true" in lines[0]
+    assert "warning" not in proc.stdout
+    assert _ckpt_listing(run) == before  # Nothing renamed, nothing rolled back.
+
+    proc = launch(
+        [*args, "--config.optim.grad_clip_norm=1.0", "--config.resume.fresh_optimizer=true"]
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Resuming from the parameters at step 20" in proc.stdout
+    assert "fresh optimizer state" in proc.stdout
+    steps = [json.loads(line)["step"] for line in open(run / "metrics.jsonl")]
+    assert max(steps) == 30 and not any(d.startswith("corrupt") for d in _ckpt_listing(run))
+
+
+def test_a_changed_phase_two_optimizer_keeps_the_phase_two_checkpoint(tmp_path):
+    """A two-phase run resumed in phase 2 with another finetune_optim: exit 2, the phase-2 step
+    is neither renamed nor rolled back to phase 1's."""
+    run = tmp_path / "run"
+    args = [
+        *TINY_QUICKSTART,
+        f"--workdir={run}",
+        "--config.checkpoint_every_steps=5",
+        "--config.keep_checkpoints=10",
+        "--config.transfer.freeze_pattern=^conv1",
+        "--config.transfer.freeze_steps=10",
+        "--config.transfer.finetune_lr=0.001",
+    ]
+    launch([*args, "--config.num_train_steps=20"], check=True)
+    before = _ckpt_listing(run)
+    longer = [*args, "--config.num_train_steps=25"]
+    proc = launch([*longer, "--config.transfer.finetune_optim.grad_clip_norm=1.0"])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = proc.stderr.strip()
+    assert "step 20" in line and "transfer.finetune_optim.grad_clip_norm" in line, line
+    assert _ckpt_listing(run) == before
+    proc = launch(
+        [
+            *longer,
+            "--config.transfer.finetune_optim.grad_clip_norm=1.0",
+            "--config.resume.fresh_optimizer=true",
+        ]
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Resuming from the parameters at step 20" in proc.stdout

@@ -54,6 +54,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -66,7 +67,16 @@ _WRITE_STATUSES = ("RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAVAILABLE", "DA
 
 
 class CheckpointMismatch(UserError):
-    """A readable checkpoint whose arrays do not fit the model the config builds."""
+    """A readable, intact checkpoint whose tree does not fit the state the config builds: a
+    changed setting, never damage (nothing is moved aside for it).
+
+    part: "optimizer" when only the optimizer state differs (the parameters fit: e.g.
+    `optim.grad_clip_norm` or `transfer.finetune_optim` changed), else "model"."""
+
+    def __init__(self, message: str, *, step: int | None = None, part: str = "model"):
+        super().__init__(message)
+        self.step = step
+        self.part = part
 
 
 class CheckpointWriteError(Exception):
@@ -243,14 +253,42 @@ class Checkpoints:
         """The one way a step is read: its manifest, then its metadata (shapes), then orbax."""
         step_dir = self._step_dir(step)
         self._verify(step)
-        difference = _shape_difference(_saved_shapes(step_dir), target)
-        if difference:
+        part, difference = _tree_difference(_saved_leaves(step_dir), target)
+        if part == "optimizer":
+            raise CheckpointMismatch(
+                f"The checkpoint at step {step} in {self.directory} holds another optimizer "
+                f"state than this config builds ({difference}): an optimizer setting changed "
+                "since it was saved. Resume with the run's settings (its config.json lists "
+                "them), or keep its parameters and start a fresh optimizer state with "
+                "--config.resume.fresh_optimizer=true.",
+                step=step,
+                part=part,
+            )
+        if part:
             raise CheckpointMismatch(
                 f"The checkpoint at step {step} in {self.directory} holds a different "
                 f"model than this config builds ({difference}). Use the settings the run "
-                "was trained with (its config.json lists them), or train in a new --workdir."
+                "was trained with (its config.json lists them), or train in a new --workdir.",
+                step=step,
+                part=part,
             )
         return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    def read_arrays(self, step: int) -> dict:
+        """The tree saved at `step` as host NumPy arrays in the saved structure (dicts and
+        lists), whatever model or device count wrote it; the manifest is checked first
+        (`IntegrityError`). For reading what the current config cannot restore into: another
+        run's parameters (`init.checkpoint`), or parameters under a fresh optimizer state."""
+        self._verify(step)
+        path = epath.Path(self._step_dir(step)) / "default"
+        handler = ocp.StandardCheckpointHandler()
+        try:
+            saved = handler.metadata(path).tree
+        finally:
+            handler.close()
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+        with ocp.PyTreeCheckpointer() as reader:
+            return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
 
     def _verify(self, step: int) -> None:
         """Raises `IntegrityError` unless `step`'s files are those its manifest lists (or it
@@ -268,7 +306,7 @@ class Checkpoints:
     def _older(self, step: int) -> list[int]:
         return [s for s in self.steps() if s < step]
 
-    def restore_latest(self, target, *, delete_corrupt: bool = True):
+    def restore_latest(self, target, *, delete_corrupt: bool = True, fresh_optimizer=False):
         """Restores the newest readable checkpoint: (step, tree), or (None, None) if there is no
         checkpoint at all.
 
@@ -279,20 +317,40 @@ class Checkpoints:
         restores and `delete_corrupt` (unless read-only), the newer unreadable ones are moved
         aside, so training can save their steps again. Raises `UserError` if checkpoints exist
         but none is readable, and `CheckpointMismatch` for another config's checkpoint.
+
+        fresh_optimizer: a step whose optimizer state alone does not fit `target` is returned
+        as `read_arrays` gives it (its "state" a dict of NumPy arrays), for the caller to give
+        its parameters a fresh optimizer state; otherwise that is a `CheckpointMismatch`.
         """
         set_aside = delete_corrupt and not self.read_only
-        return self._first_readable(list(reversed(self.steps())), target, set_aside=set_aside)
+        return self._first_readable(
+            list(reversed(self.steps())),
+            target,
+            set_aside=set_aside,
+            fresh_optimizer=fresh_optimizer,
+        )
 
     def restore_best(self, target):
         """Restores the best checkpoint, else the newest readable one: (step, tree), or
         (None, None) if there is no checkpoint at all. For readers (eval, predict): moves
         nothing aside. Raises like `restore_latest`."""
+        return self._first_readable(self._best_first(), target, set_aside=False)
+
+    def read_best_arrays(self):
+        """(step, tree) of the best (else the newest readable) step as `read_arrays` gives it,
+        or (None, None) without any checkpoint: another run's parameters, whatever its model
+        (`init.checkpoint`). Unreadable steps are warned about and skipped, like restoring."""
+        return self._first_readable(self._best_first(), None, set_aside=False)
+
+    def _best_first(self) -> list[int]:
+        """The steps in the order readers try them: the best, then the newest first."""
         best = self.best_step()
         newest_first = [s for s in reversed(self.steps()) if s != best]
-        order = ([best] if best is not None else []) + newest_first
-        return self._first_readable(order, target, set_aside=False)
+        return ([best] if best is not None else []) + newest_first
 
-    def _first_readable(self, order: list[int], target, *, set_aside: bool):
+    def _first_readable(
+        self, order: list[int], target, *, set_aside: bool, fresh_optimizer: bool = False
+    ):
         """(step, tree) of the first readable step of `order`; one warning per unreadable one
         before it, printed once it is known whether they are moved aside."""
         target_for = target if callable(target) else (lambda _: target)
@@ -300,7 +358,7 @@ class Checkpoints:
         for step in order:
             wanted = target_for(step)  # Outside the `try`: its errors are the caller's bugs.
             try:
-                tree = self._read(step, wanted)
+                tree = self._read_as(step, wanted, fresh_optimizer=fresh_optimizer)
             except CheckpointMismatch:  # Readable, but not this config's: moving it would
                 self._warn(unreadable, order, {})  # hide the run.
                 raise
@@ -318,6 +376,18 @@ class Checkpoints:
                 f"{self.directory}.damaged) to train from scratch, or use a fresh --workdir."
             )
         return None, None
+
+    def _read_as(self, step: int, target, *, fresh_optimizer: bool):
+        """`_read` into `target`; with no target, or an optimizer state that does not fit
+        under `fresh_optimizer`, the arrays as saved (`read_arrays`)."""
+        if target is None:
+            return self.read_arrays(step)
+        try:
+            return self._read(step, target)
+        except CheckpointMismatch as e:
+            if not (fresh_optimizer and e.part == "optimizer"):
+                raise
+            return self.read_arrays(step)
 
     def _warn(self, unreadable: list[tuple[int, str]], order: list[int], moved: dict) -> None:
         for step, cause in unreadable:
@@ -385,6 +455,23 @@ def abstract_like(tree, shardings):
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
     )
+
+
+def arrays_like(target, saved):
+    """`target`'s tree (abstract arrays with shardings) filled with the arrays of `saved` (a
+    tree as `Checkpoints.read_arrays` gives it) at the same paths, placed on the devices."""
+    by_path = {
+        leaf_path(p): x
+        for p, x in jax.tree_util.tree_flatten_with_path(saved)[0]
+        if getattr(x, "shape", None) is not None
+    }
+
+    def place(path, leaf):
+        value = np.asarray(by_path[leaf_path(path)], leaf.dtype)
+        # From a callback: a global array on every process, also when not fully addressable.
+        return jax.make_array_from_callback(value.shape, leaf.sharding, lambda i: value[i])
+
+    return jax.tree_util.tree_map_with_path(place, target)
 
 
 def _json_metrics(metrics: dict | None) -> dict | None:
@@ -489,31 +576,65 @@ def _check_files(step_dir: str, files: dict[str, dict]) -> None:
             raise IntegrityError(f"{rel} differs from the sha256 recorded when it was saved")
 
 
-def _saved_shapes(step_dir: str) -> list[tuple]:
-    """The shapes of the arrays saved in `step_dir`, sorted (raises if unreadable)."""
+def _key_name(key) -> str:
+    """One step of a tree path as text: a dict key, an attribute or a sequence index."""
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def leaf_path(path) -> str:
+    """A tree path as "state/params/conv1/kernel" (saved trees and targets alike: a
+    NamedTuple's field and a saved dict's key, a tuple index and a saved list's)."""
+    return "/".join(_key_name(k) for k in path)
+
+
+def _leaves(tree) -> dict[str, tuple]:
+    """{leaf path: shape} of the arrays of `tree` (array metadata or abstract arrays)."""
+    return {
+        leaf_path(p): tuple(x.shape)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if getattr(x, "shape", None) is not None
+    }
+
+
+def _saved_leaves(step_dir: str) -> dict[str, tuple]:
+    """{leaf path: shape} of the arrays saved in `step_dir` (raises if unreadable)."""
     handler = ocp.StandardCheckpointHandler()
     try:
         saved = handler.metadata(epath.Path(step_dir) / "default").tree
     finally:
         handler.close()
-    return sorted(
-        tuple(x.shape) for x in jax.tree.leaves(saved) if getattr(x, "shape", None) is not None
-    )
+    return _leaves(saved)
 
 
-def _shape_difference(saved_shapes: list[tuple], target) -> str:
-    """How `saved_shapes` differ from the arrays of `target` ("" if they match)."""
-    wanted_shapes = sorted(tuple(x.shape) for x in jax.tree.leaves(target))
-    if saved_shapes == wanted_shapes:
-        return ""
-    if len(saved_shapes) != len(wanted_shapes):
-        return f"{len(saved_shapes)} arrays saved, {len(wanted_shapes)} expected"
-    only_saved = sorted(set(saved_shapes) - set(wanted_shapes))
-    only_wanted = sorted(set(wanted_shapes) - set(saved_shapes))
-    return (
-        f"saved shapes such as {only_saved[:2] or saved_shapes[:2]}, expected "
-        f"{only_wanted[:2] or wanted_shapes[:2]}"
+def _tree_difference(saved: dict[str, tuple], target) -> tuple[str, str]:
+    """("", "") when the saved arrays are those of `target` (same paths, same shapes); else
+    (part, how they differ), part "optimizer" when every difference is inside the optimizer
+    state, else "model"."""
+    wanted = _leaves(target)
+    optimizer = "state/opt_state/"
+    differing = sorted(
+        (p for p in set(saved) | set(wanted) if saved.get(p) != wanted.get(p)),
+        key=lambda p: (p.startswith(optimizer), p),  # The model's own arrays first.
     )
+    if not differing:
+        return "", ""
+    if differing[0].startswith(optimizer):
+        n_saved, n_wanted = (sum(p.startswith(optimizer) for p in t) for t in (saved, wanted))
+        layout = ", in another layout" if n_saved == n_wanted else ""
+        return "optimizer", f"{n_saved} optimizer arrays saved, {n_wanted} expected{layout}"
+    shown = []
+    for path in differing[:2]:
+        if path not in wanted:
+            shown.append(f"{path} {saved[path]} only in the checkpoint")
+        elif path not in saved:
+            shown.append(f"{path} {wanted[path]} not in the checkpoint")
+        else:
+            shown.append(f"{path} saved {saved[path]}, expected {wanted[path]}")
+    more = f", {len(differing) - 2} more" if len(differing) > 2 else ""
+    return "model", "; ".join(shown) + more
 
 
 def _cause(e: BaseException) -> str:

@@ -275,3 +275,23 @@ def start_phase(exp: Experiment, phase: Phase, state: TrainState) -> TrainState:
     return jax.jit(make, out_shardings=phase.state_shardings)(
         state.step, state.params, state.batch_stats
     )
+
+
+def with_fresh_optimizer(exp: Experiment, phase: Phase, saved: dict):
+    """(state, train sums) from a checkpoint read as arrays (`Checkpoints.read_arrays`): its
+    step, parameters, statistics and sums, placed like `phase`'s state, and a fresh optimizer
+    state of `phase` (`resume.fresh_optimizer`)."""
+    target = checkpoint_target(exp, phase)
+    abstract = target["state"]
+    state = TrainState(
+        step=checkpoint.arrays_like(abstract.step, saved["state"]["step"]),
+        params=checkpoint.arrays_like(abstract.params, saved["state"]["params"]),
+        batch_stats=checkpoint.arrays_like(
+            abstract.batch_stats, saved["state"].get("batch_stats") or {}
+        ),
+        opt_state=None,
+        apply_fn=abstract.apply_fn,
+        tx=phase.tx,
+    )
+    sums = checkpoint.arrays_like(target["train_sums"], saved["train_sums"])
+    return start_phase(exp, phase, state), sums

@@ -39,6 +39,7 @@ from cnnjax.train.experiment import (
     model_must_fit_task,
     restored_state,
     start_phase,
+    with_fresh_optimizer,
 )
 from cnnjax.train.progress import Progress
 
@@ -204,11 +205,25 @@ def _train_and_evaluate(
     )
     # Created by a jitted function so the zeros are a global array on every process.
     new_sums = jax.jit(exp.task.zero_train_sums, out_shardings=parallel.replicated(exp.mesh))
-    start_step, restored = ckpts.restore_latest(
-        lambda step: checkpoint_target(exp, exp.phase_of_state(step))
-    )
+    try:
+        start_step, restored = ckpts.restore_latest(
+            lambda step: checkpoint_target(exp, exp.phase_of_state(step)),
+            fresh_optimizer=bool(cfg.resume.fresh_optimizer),
+        )
+    except checkpoint.CheckpointMismatch as e:  # A changed setting: say which.
+        changes = workdir_lib.describe_changes(config, workdir)
+        where = f" Changed since {workdir_lib.CONFIG_FILE}: {changes}." if changes else ""
+        raise checkpoint.CheckpointMismatch(f"{e}{where}", step=e.step, part=e.part) from None
     if restored is None:
         state, sums, start_step = initialize(exp), new_sums(), 0
+    elif isinstance(restored["state"], dict):  # resume.fresh_optimizer: arrays as saved.
+        state, sums = with_fresh_optimizer(exp, exp.phase_of_state(start_step), restored)
+        print(
+            f"Resuming from the parameters at step {start_step} in {ckpts.directory} with a "
+            "fresh optimizer state (resume.fresh_optimizer: the saved one does not fit the "
+            "optimizer settings)",
+            flush=True,
+        )
     else:
         state = restored_state(exp, restored, exp.phase_of_state(start_step))
         sums = restored["train_sums"]

@@ -22,7 +22,9 @@ import jax
 import numpy as np
 import optax
 
+from cnnjax import workdir as workdir_lib
 from cnnjax.errors import UserError
+from cnnjax.train import checkpoint
 
 
 def path_str(path) -> str:
@@ -83,45 +85,42 @@ def frozen_batchnorm(pattern: str):
     return interceptor
 
 
-def _checkpoint_step_dir(path: str) -> str:
-    """A run dir, its checkpoints dir, or a step dir -> the step dir to read (best, else
-    newest)."""
+def _read_checkpoint(path: str) -> dict:
+    """{"params", "batch_stats"} of another run's checkpoint, read through the one checkpoint
+    reader (manifest verified, unreadable steps warned about and skipped): `path` is a run
+    directory or its checkpoints/ directory (its best step by the run's own `best_metric`,
+    else the newest readable one), or one step directory (that step)."""
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
-    if os.path.isdir(os.path.join(path, "default")):
-        return path
-    steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else [])
-    if not steps:
+    step = None
+    if os.path.isdir(os.path.join(path, "default")) and os.path.basename(path).isdigit():
+        path, step = os.path.dirname(path), int(os.path.basename(path))
+    ckpts = None
+    if os.path.isdir(path):
+        saved = workdir_lib.read_config(os.path.dirname(path)) or {}
+        metric = saved.get("best_metric", "accuracy")
+        ckpts = checkpoint.Checkpoints(path, keep=1, best_metric=str(metric), read_only=True)
+    if ckpts is None or not ckpts.steps():
         raise UserError(
             f"init.checkpoint={path!r}: no checkpoint there (expected a run "
             "directory, its checkpoints/ directory or one step directory)."
         )
-    best = _best_step(path, steps)
-    return os.path.join(path, str(best if best is not None else steps[-1]))
-
-
-def _best_step(directory: str, steps: list[int]) -> int | None:
-    import json
-
-    scored = []
-    for step in steps:
-        metrics_file = os.path.join(directory, str(step), "metrics", "metrics")
-        if os.path.exists(metrics_file):
-            with open(metrics_file) as f:
-                value = json.load(f).get("accuracy")
-            if value is not None:
-                scored.append((value, step))
-    return max(scored)[1] if scored else None
-
-
-def _read_checkpoint(path: str) -> dict:
-    import orbax.checkpoint as ocp
-
-    step_dir = _checkpoint_step_dir(path)
-    tree = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "default"))
+    try:
+        if step is None:
+            step, tree = ckpts.read_best_arrays()
+            which = f"its best by {ckpts.best_metric}" if step == ckpts.best_step() else "newest"
+        else:
+            tree, which = ckpts.read_arrays(step), "as named"
+    except checkpoint.IntegrityError as e:
+        raise UserError(
+            f"init.checkpoint: the checkpoint at step {step} in {path} is damaged ({e}); "
+            "name another step or run."
+        ) from None
+    finally:
+        ckpts.close()
     state = tree["state"]
-    print(f"init: reading {step_dir}", flush=True)
+    print(f"init: reading step {step} of {path} ({which})", flush=True)
     return {"params": state["params"], "batch_stats": state.get("batch_stats") or {}}
 
 

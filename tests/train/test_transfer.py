@@ -3,6 +3,7 @@ two phases in one run with a fresh optimizer, and exact resume across the phase 
 
 import json
 import os
+import shutil
 import signal
 
 import flax.linen as nn
@@ -210,3 +211,51 @@ def test_a_frozen_run_with_nothing_to_load_says_so():
     assert "add --config.data.normalization=dataset" in transfer.fresh_start_note(caffe)
     loaded = apply_overrides(frozen, [("init.keras_weights", "x.h5")])
     assert transfer.fresh_start_note(loaded) == ""
+
+
+def test_init_checkpoint_reads_the_best_step_verified_not_the_newest(tmp_path, quickstart_20_steps):
+    """Issue 27: init.checkpoint ranked steps by a metrics file runs no longer write, so it
+    always took the newest step. A run whose later steps are worse (resumed at a destructive
+    learning rate) must give its best step; a damaged best step is warned about and skipped."""
+    source = tmp_path / "source"
+    shutil.copytree(quickstart_20_steps, source)
+    launch(
+        [
+            *TINY_QUICKSTART,
+            f"--workdir={source}",
+            "--config.num_train_steps=40",
+            "--config.eval_every_steps=10",
+            "--config.keep_checkpoints=5",
+            "--config.optim.lr=0.5",
+        ],
+        check=True,
+    )
+    evals = {e["step"]: e["accuracy"] for e in events(source) if e["kind"] == "eval"}
+    best = max(evals, key=lambda s: (evals[s], s))
+    newest = max(evals)
+    assert best != newest and evals[best] > evals[newest] + 0.2, evals
+    init = apply_overrides(quickstart.get_config(), [("init.checkpoint", str(source))]).init
+    params = transfer.source_variables(init)["params"]
+    for key, value in params_at(source, best).items():
+        np.testing.assert_array_equal(ocp.tree.to_flat_dict(params)[key], value, err_msg=str(key))
+
+    # The best step's array bytes flipped: its manifest catches it; the newest is read instead.
+    data = next(
+        p
+        for p in (source / "checkpoints" / str(best)).rglob("*")
+        if p.is_file() and p.stat().st_size > 1000 and "manifest" not in p.name
+    )
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    proc = launch(
+        [
+            *TINY_QUICKSTART,
+            f"--workdir={tmp_path / 'dst'}",
+            "--config.num_train_steps=5",
+            f"--config.init.checkpoint={source}",
+        ],
+        check=True,
+    )
+    assert f"warning: checkpoint at step {best}" in proc.stdout, proc.stdout
+    assert f"init: reading step {newest} " in proc.stdout
