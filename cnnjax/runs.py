@@ -6,16 +6,36 @@ A run is a workdir written by training (`cnnjax.train.loop`): checkpoints under
 
 import os
 
+from cnnjax import tasks
+from cnnjax import workdir as workdir_lib
+from cnnjax.data import record as data_record
 from cnnjax.errors import UserError
 from cnnjax.train import checkpoint, feeds
 from cnnjax.train.experiment import Experiment, build, checkpoint_target, restored_state
 
 
+def open_experiment(
+    config, workdir: str, *, needs_data: bool = True, feeds: bool = False
+) -> Experiment:
+    """The experiment of the run in `workdir`, with the classes and normalization it was
+    trained on (its data.json): a UserError names what changed when the data no longer
+    matches. needs_data=False (predict, export): a run that recorded its data is opened without
+    loading any (the training folder may be gone). feeds: the caller makes the training feeds
+    (eval), which need the batch to divide among the devices; only running the model does
+    not."""
+    recorded = workdir_lib.read_data_record(workdir) if workdir else None
+    if needs_data or recorded is None:
+        return build(config, recorded=recorded, training=feeds)
+    keys = tasks.task_class(config).target_keys
+    return build(config, data_record.stand_in(recorded, keys), training=False)
+
+
 def restore_best(config, workdir: str, exp: Experiment | None = None, *, latest: bool = False):
     """(experiment, state, step) from the best (else the latest readable) checkpoint of the run
     in `workdir` (with `latest`, the newest readable one); step is None, with a freshly
-    initialized state, when there is none."""
-    exp = build(config) if exp is None else exp
+    initialized state, when there is none. `exp`: the run's experiment when already open
+    (default: `open_experiment`, with its data)."""
+    exp = open_experiment(config, workdir) if exp is None else exp
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.lexists(directory):  # A file there is Checkpoints' UserError.
         return exp, exp.init_state(), None
@@ -44,7 +64,7 @@ def evaluate_checkpoint(config, workdir: str):
     Returns (the run's task, its summarized metrics plus "step" and its arrays ("confusion",
     ...)).
     """
-    exp, state, step = restore_best(config, workdir)
+    exp, state, step = restore_best(config, workdir, open_experiment(config, workdir, feeds=True))
     if step is None:
         raise UserError(
             f"No readable checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "

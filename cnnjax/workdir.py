@@ -23,6 +23,7 @@ from cnnjax.errors import UserError
 from cnnjax.overrides import apply_overrides
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"  # What the run was trained on (cnnjax.data.record).
 LOCK_FILE = ".cnnjax.lock"
 
 
@@ -58,7 +59,29 @@ def read_config(workdir: str) -> dict | None:
 
     A config.json that is not a JSON object (damaged, truncated, or something else) is a
     UserError naming the file and the fix: training never guesses a run's settings."""
-    path = config_path(workdir)
+    return _read_object(
+        config_path(workdir),
+        "training writes a new one with the experiment's settings and your --config overrides",
+    )
+
+
+def read_data_record(workdir: str) -> dict | None:
+    """What the run was trained on (`cnnjax.data.record`), or None for a run without one (new,
+    or trained before runs recorded it). Damaged: a UserError, as for config.json."""
+    return _read_object(
+        os.path.join(workdir, DATA_FILE),
+        "training records the data as it is now; other modes then use today's classes",
+    )
+
+
+def write_data_record(workdir: str, record: dict) -> None:
+    """Records what the run is trained on (process 0 only), atomically."""
+    if jax.process_index() == 0:
+        files.write_json_atomic(os.path.join(workdir, DATA_FILE), record)
+
+
+def _read_object(path: str, without_it: str) -> dict | None:
+    """The JSON object in `path`; None when absent; a UserError when it is no JSON object."""
     if not os.path.lexists(path):
         return None
     try:
@@ -71,11 +94,10 @@ def read_config(workdir: str) -> dict | None:
     else:
         if isinstance(saved, dict):
             return saved
-        problem = f"holds a JSON {type(saved).__name__}, not the object of settings training writes"
+        problem = f"holds a JSON {type(saved).__name__}, not the object training writes"
     raise UserError(
         f"{path} {problem}. Restore it from a copy, or move it aside (the run's checkpoints "
-        "stay; training writes a new one with the experiment's settings and your --config "
-        "overrides)."
+        f"stay; {without_it})."
     )
 
 

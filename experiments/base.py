@@ -33,6 +33,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # inception ([-1, 1]: Xception, MobileNet) | caffe (minus the ImageNet mean pixel: Keras'
     # ResNet/VGG weights) | imagenet (torchvision's ImageNet mean/std).
     c.data.normalization = "dataset"
+    # A run records the classes and normalization it was trained on (WORKDIR/data.json); a
+    # resume, eval or picture whose data differs stops and names the change. True: use the
+    # data as it is now anyway (today's class names by position, the recorded normalization).
+    c.data.accept_changes = False
 
     c.augment = ml_collections.ConfigDict()
     c.augment.crop_padding = 0  # Pad-and-random-crop by this many pixels (0: off).

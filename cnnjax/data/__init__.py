@@ -296,7 +296,39 @@ def describe(data_config, target_keys=("label",), num_examples: int = 1) -> Data
             f"{name} has images of varying sizes: set --config.data.image_size to summarize "
             "the model at one size (e.g. 224)."
         )
-    h, w, c = (int(x) for x in shape)
+    half = np.full((shape[-1],), 0.5, np.float32)
+    return blank(
+        name,
+        class_names,
+        shape,
+        half,
+        half,
+        num_train=num_examples,
+        num_test=num_examples,
+        target_keys=target_keys,
+        mask_class_names=tfds_source.SEGMENTATION_MASKS.get(
+            tfds_source._base_name(name), (None, None, ())
+        )[2],
+    )
+
+
+def blank(
+    name: str,
+    class_names,
+    image_shape,
+    mean,
+    std,
+    *,
+    num_train: int,
+    num_test: int,
+    target_keys=("label",),
+    mask_class_names=(),
+) -> Dataset:
+    """A Dataset of blank examples (zero images and labels, full-image boxes, background masks;
+    read-only views of one, so any count costs nothing) with real names, shape and statistics:
+    what building a model needs when the data is not at hand (`describe`, and
+    `record.stand_in` for a trained run). `target_keys`: the targets the task asks for."""
+    h, w, c = (int(x) for x in image_shape)
     blanks = {
         "box": np.array([[0.0, 0.0, 1.0, 1.0]], np.float32),
         "boxes": np.array([[[0.0, 0.0, 1.0, 1.0]]], np.float32),
@@ -304,25 +336,26 @@ def describe(data_config, target_keys=("label",), num_examples: int = 1) -> Data
         "num_objects": np.ones((1,), np.int32),
         "mask": np.zeros((1, h, w), np.uint8),
     }
-    n = max(1, int(num_examples))
-    many = lambda a: np.broadcast_to(a, (n, *a.shape[1:]))  # noqa: E731 - no copies.
-    targets = {k: many(blanks[k]) for k in target_keys if k in blanks}
-    image, label = many(np.zeros((1, h, w, c), np.uint8)), many(np.zeros((1,), np.int32))
-    half = np.full((c,), 0.5, np.float32)
+
+    def split(n: int):
+        many = lambda a: np.broadcast_to(a, (max(1, int(n)), *a.shape[1:]))  # noqa: E731
+        targets = {k: many(blanks[k]) for k in target_keys if k in blanks}
+        return many(np.zeros((1, h, w, c), np.uint8)), many(np.zeros((1,), np.int32)), targets
+
+    train_images, train_labels, train_targets = split(num_train)
+    test_images, test_labels, test_targets = split(num_test)
     return Dataset(
         name=name,
-        class_names=class_names,
-        mean=half,
-        std=half,
-        train_images=image,
-        train_labels=label,
-        test_images=image,
-        test_labels=label,
-        train_targets=targets,
-        test_targets=dict(targets),
-        mask_class_names=tfds_source.SEGMENTATION_MASKS.get(
-            tfds_source._base_name(name), (None, None, ())
-        )[2],
+        class_names=tuple(class_names),
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        train_targets=train_targets,
+        test_targets=test_targets,
+        mask_class_names=tuple(mask_class_names),
     )
 
 

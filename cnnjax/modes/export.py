@@ -53,7 +53,8 @@ def _restore(config, workdir: str):
     which = str(config.export.checkpoint).lower()
     if which not in ("best", "latest"):
         raise UserError(f"--config.export.checkpoint={which!r}: choose best or latest.")
-    exp, state, step = runs.restore_best(config, workdir, latest=which == "latest")
+    exp = runs.open_experiment(config, workdir, needs_data=False)
+    exp, state, step = runs.restore_best(config, workdir, exp, latest=which == "latest")
     if step is None:
         raise UserError(
             f"No readable checkpoint in {os.path.join(workdir, 'checkpoints')}: train first "

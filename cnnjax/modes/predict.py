@@ -257,7 +257,8 @@ def predict_run(config, workdir: str, paths, *, top_k: int = 5) -> list[dict]:
     has_dir = os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir))
     if keras_weights and not has_dir:
         return predict_keras(keras_weights, paths, top_k=top_k)
-    exp, state, step = runs.restore_best(config, workdir)
+    exp = runs.open_experiment(config, workdir, needs_data=False)
+    exp, state, step = runs.restore_best(config, workdir, exp)
     if step is None:
         if keras_weights:
             return predict_keras(keras_weights, paths, top_k=top_k)

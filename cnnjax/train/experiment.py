@@ -15,6 +15,7 @@ import optax
 
 from cnnjax import data as data_lib
 from cnnjax import parallel, tasks
+from cnnjax.data import record as data_record
 from cnnjax.errors import UserError, did_you_mean
 from cnnjax.train import checkpoint, optim, transfer
 from cnnjax.train.state import TrainState, create_train_state
@@ -97,13 +98,28 @@ class Experiment:
         return init(self.model, self.tx, rng, self.data.image_shape)
 
 
-def build(config, data: data_lib.Dataset | None = None) -> Experiment:
-    """Resolves the dataset (unless given), model, mesh and optimizer of `config`."""
+def build(
+    config,
+    data: data_lib.Dataset | None = None,
+    *,
+    recorded: dict | None = None,
+    training: bool = True,
+) -> Experiment:
+    """Resolves the dataset (unless given), model, mesh and optimizer of `config`.
+
+    recorded: what the run was trained on (`data.record`, from its `data.json`): the dataset
+    then takes the recorded classes and statistics, or a UserError names what changed.
+    training: False for what only runs the model (predict, export, pictures), which does not
+    need the training batch to divide among the devices."""
     check_numbers(config)  # Before loading data: a typo fails in a second.
     data = data_lib.load(config.data) if data is None else data
+    if recorded is not None:
+        data = data_record.matched(
+            recorded, data, accept_changes=bool(config.data.accept_changes)
+        )
     mesh = parallel.make_mesh()
     num_devices = mesh.devices.size
-    if config.batch_size % num_devices:
+    if training and config.batch_size % num_devices:
         raise UserError(
             f"batch_size={config.batch_size} is not divisible by the {num_devices} "
             "devices; choose a multiple of the device count."

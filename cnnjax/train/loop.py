@@ -27,6 +27,7 @@ from cnnjax import data as data_lib
 from cnnjax import parallel
 from cnnjax import workdir as workdir_lib
 from cnnjax.core.params import count_params
+from cnnjax.data import record as data_record
 from cnnjax.errors import NonFiniteLossError, UserError
 from cnnjax.train import checkpoint, feeds, writers
 from cnnjax.train.experiment import (
@@ -181,7 +182,8 @@ def _train_and_evaluate(
 ) -> Outcome:
     t_start = time.perf_counter()
     # ---- Build: before touching the workdir, so a config mistake leaves nothing behind.
-    exp = build(config, data)
+    recorded = workdir_lib.read_data_record(workdir)  # What a resumed run was trained on.
+    exp = build(config, data, recorded=recorded)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
     feed, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
@@ -243,6 +245,8 @@ def _train_and_evaluate(
     compile_s = time.perf_counter() - t_compile
     # Only now: a run whose checkpoints or settings do not fit keeps its own config.json.
     workdir_lib.write_config(config, workdir)
+    if recorded is None:  # Once, at the start: a resume keeps what the run learned.
+        workdir_lib.write_data_record(workdir, data_record.of(exp.data, cfg.data))
     writer = writers.MetricWriter(workdir, resume_step=start_step or None)
     n_params = count_params(exp.abstract_state.params)
     name = experiment_name or cfg.model.name
