@@ -1,16 +1,143 @@
-"""Whole-file writes: the one write-then-rename of cnnjax.
+"""Files and folders, local or in object storage: the one path layer of cnnjax, and its one
+write-then-rename.
 
-A file that a later command reads (config.json, the run's data record, a checkpoint manifest,
-an export, a data cache) is written under a temporary name in its own folder, flushed to disk
-and renamed over the old one, so a kill, a full disk or a concurrent reader never sees half a
-file: either the previous file stays whole or the new one is complete.
+Every file cnnjax reads or writes in a run (config.json, data.json, metrics.jsonl, manifests,
+summary.txt, plots, exports, TensorBoard) takes a path string that is either local (`~`
+expanded) or a URI such as `gs://bucket/runs/qs`. Paths are joined with `os.path.join`, which
+keeps a URI's `scheme://` intact; what touches storage goes through the functions here, which
+use the OS for local paths and `etils.epath` (gcsfs for `gs://`, the `[gcs]` extra) for URIs.
+Nothing calls `os.path.abspath` on a URI (`absolute`).
+
+Whole-file writes (`write_atomic`): a local file is written under a temporary name in its own
+folder, flushed to disk and renamed over the old one, so a kill, a full disk or a concurrent
+reader never sees half a file. An object store's upload is already all-or-nothing (the object
+is replaced only when the upload completes), so a URI is written in one upload.
 """
 
+import importlib.util
 import json
 import os
 import tempfile
 
-__all__ = ["write_atomic", "write_json_atomic"]
+from cnnjax.errors import UserError
+
+__all__ = [
+    "absolute",
+    "exists",
+    "is_uri",
+    "isdir",
+    "isfile",
+    "listdir",
+    "makedirs",
+    "open_file",
+    "read_bytes",
+    "remove",
+    "rename",
+    "size",
+    "walk_files",
+    "write_atomic",
+    "write_json_atomic",
+]
+
+
+def is_uri(path) -> bool:
+    """Whether `path` names object storage (`gs://...`, any `scheme://`), not a local file."""
+    return "://" in os.fspath(path)
+
+
+def _epath(path):
+    from etils import epath  # Local: a local-only run never imports the remote backends.
+
+    path = os.fspath(path)
+    if path.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+        raise UserError(
+            f"{path}: Google Cloud Storage paths need gcsfs: pip install 'cnnjax[gcs]'."
+        )
+    return epath.Path(path)
+
+
+def absolute(path) -> str:
+    """A local path made absolute (`~` expanded); a URI as it is."""
+    path = os.fspath(path)
+    return path if is_uri(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def exists(path) -> bool:
+    """Whether anything is at `path` (a dangling local link counts, as with `lexists`)."""
+    return _epath(path).exists() if is_uri(path) else os.path.lexists(path)
+
+
+def isdir(path) -> bool:
+    return _epath(path).is_dir() if is_uri(path) else os.path.isdir(path)
+
+
+def isfile(path) -> bool:
+    return _epath(path).is_file() if is_uri(path) else os.path.isfile(path)
+
+
+def makedirs(path) -> None:
+    """Creates the folder and its parents (object storage has no folders: nothing to do)."""
+    if is_uri(path):
+        _epath(path).mkdir(parents=True, exist_ok=True)
+    else:
+        os.makedirs(path, exist_ok=True)
+
+
+def listdir(path) -> list[str]:
+    """The names in a folder (`FileNotFoundError` / `NotADirectoryError` as `os.listdir`)."""
+    if is_uri(path):
+        return [p.name for p in _epath(path).iterdir()]
+    return os.listdir(path)
+
+
+def open_file(path, mode: str = "rb"):
+    """`open(path, mode)` for local paths; the object's stream for a URI."""
+    return _epath(path).open(mode) if is_uri(path) else open(path, mode)  # noqa: SIM115
+
+
+def read_bytes(path) -> bytes:
+    with open_file(path, "rb") as f:
+        return f.read()
+
+
+def size(path) -> int:
+    return _epath(path).stat().length if is_uri(path) else os.path.getsize(path)
+
+
+def remove(path) -> None:
+    if is_uri(path):
+        _epath(path).unlink()
+    else:
+        os.remove(path)
+
+
+def rename(src, dst) -> None:
+    """Moves a file or folder (in object storage: a copy of every object, then a delete)."""
+    if is_uri(src):
+        _epath(src).rename(_epath(dst))
+    else:
+        os.rename(src, dst)
+
+
+def walk_files(root) -> list[str]:
+    """The paths of every file below `root`, relative to it with "/" separators, sorted."""
+    if is_uri(root):
+        out, pending = [], [("", _epath(root))]
+        while pending:  # Folder by folder: object stores list one prefix per request.
+            prefix, folder = pending.pop()
+            for child in folder.iterdir():
+                rel = f"{prefix}{child.name}"
+                if child.is_dir():
+                    pending.append((rel + "/", child))
+                else:
+                    out.append(rel)
+        return sorted(out)
+    out = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            rel = os.path.relpath(os.path.join(folder, name), root)
+            out.append(rel.replace(os.sep, "/"))
+    return sorted(out)
 
 
 def write_atomic(path: str, data: bytes | str, *, durable: bool = True) -> None:
@@ -22,6 +149,9 @@ def write_atomic(path: str, data: bytes | str, *, durable: bool = True) -> None:
     untouched, and the error (e.g. `OSError` ENOSPC) propagates."""
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if is_uri(path):
+        _epath(path).write_bytes(data)  # One upload: the object changes only when it completes.
+        return
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:

@@ -200,3 +200,43 @@ def test_train_export_predict_without_cnnjax(quickstart_20_steps, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["(8, 10) (8, 10)", "(3, 10)"]
+
+
+def test_a_missing_package_of_a_format_is_one_line_naming_pip(quickstart_20_steps, tmp_path):
+    # jax.export serializes with flatbuffers, which jax does not require: the plain install
+    # must bring it (issue 25: a plain install failed with "Please install 'flatbuffers'").
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        core = tomllib.load(f)["project"]["dependencies"]
+    assert any(re.match(r"flatbuffers\b", d) for d in core), core
+    # A Python where `import flatbuffers` fails, as on an install without it.
+    shim = tmp_path / "no_flatbuffers"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['flatbuffers'] = None\n")
+    path = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
+    out = tmp_path / "export"
+    args = ["--experiment=quickstart", f"--workdir={quickstart_20_steps}", "--mode=export"]
+    proc = launch(
+        [*args, "--config.export.formats=stablehlo", f"--config.export.dir={out}"],
+        env={"PYTHONPATH": path},
+    )
+    line = _one_line_error(proc)
+    assert "StableHLO export needs flatbuffers" in line and "pip install flatbuffers" in line
+    assert not out.exists()
+
+
+@needs_onnx
+def test_a_stablehlo_only_export_removes_the_previous_onnx_file(quickstart_20_steps, tmp_path):
+    out = tmp_path / "export"
+    args = ["--experiment=quickstart", f"--workdir={quickstart_20_steps}", "--mode=export"]
+    both = launch([*args, f"--config.export.dir={out}", "--config.export.checkpoint=latest"])
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert (out / "model.onnx").exists()
+    again = launch([*args, f"--config.export.dir={out}", "--config.export.formats=stablehlo"])
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "removed model.onnx" in again.stdout
+    # The folder holds one export, and model.json names all of it.
+    assert sorted(os.listdir(out)) == ["model.json", "model.stablehlo"]
+    info = json.loads((out / "model.json").read_text())
+    assert info["files"] == {"stablehlo": "model.stablehlo"}

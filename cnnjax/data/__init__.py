@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cnnjax import memory
 from cnnjax.data import digits, folder, preprocessing, shapes, stats, synthetic, tfds_source
 from cnnjax.data.records import Records
 from cnnjax.errors import UserError, did_you_mean
@@ -122,16 +123,21 @@ def _stream_tfds(data_config, tfds_builder) -> Dataset:
             "set --config.data.image_size (e.g. 224)."
         )
     download = bool(data_config.get("download", False))
+    splits = data_config.get("train_split", "train"), data_config.get("test_split", "test")
+    train, test = (
+        tfds_source.data_source(name, split, data_dir=data_dir, download=download)
+        for split in splits
+    )
+    tfds_source.warn_if_test_in_train(name, *splits, data_dir)
     train, test = (
         Records(
-            tfds_source.data_source(name, split, data_dir=data_dir, download=download),
+            source,
             image_key,
             label_key,
+            report=tfds_source.damage_reporter(source),
+            fix=tfds_source.repair_hint(source, name, data_dir),
         )
-        for split in (
-            data_config.get("train_split", "train"),
-            data_config.get("test_split", "test"),
-        )
+        for source in (train, test)
     )
     mean, std = _streamed_stats(tfds_source._base_name(name), train)
     return Dataset(
@@ -193,10 +199,12 @@ def _load_raw(data_config):
     if name.startswith(FOLDER_PREFIX):
         feeding = data_config.get("feeding", "auto")
         path, size = name.removeprefix(FOLDER_PREFIX), int(data_config.get("image_size", 0) or 0)
-        if feeding == "stream" or (
-            feeding == "auto" and folder.pixel_bytes(path, size) > IN_MEMORY_LIMIT_BYTES
-        ):
+        if feeding == "stream":
             return _stream_folder(data_config)
+        pixels = folder.pixel_bytes(path, size)
+        if feeding == "auto" and pixels > IN_MEMORY_LIMIT_BYTES:
+            return _stream_folder(data_config)
+        _require_decoded_memory(name, pixels)
         return folder.from_config(data_config)
     if name in SOURCES:
         return SOURCES[name](data_config)
@@ -217,7 +225,18 @@ def _load_raw(data_config):
             shape, n = (), 0  # Not prepared (or mocked): the in-memory path explains.
         if None in shape or n * int(np.prod(shape)) > IN_MEMORY_LIMIT_BYTES:
             return _stream_tfds(data_config, tfds_builder)
+        _require_decoded_memory(name, n * int(np.prod(shape)))
     return tfds_source.from_config(data_config)
+
+
+def _require_decoded_memory(name: str, pixel_bytes: int) -> None:
+    """OutOfMemoryError (one line) before decoding a dataset into memory that cannot hold it."""
+    memory.require(
+        [(f"the decoded images of {name}", pixel_bytes)],
+        memory.host_budget(),
+        "Use --config.data.feeding=stream (images are read from disk batch by batch) or a "
+        "smaller --config.data.image_size.",
+    )
 
 
 @functools.cache
@@ -233,16 +252,22 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
     if images.shape[1:3] == (size, size):
         return images
-    out = []
-    for chunk in np.array_split(images, max(1, len(images) // 4096)):
+    n, c = len(images), images.shape[-1]
+    out = np.empty((n, size, size, c), np.uint8)  # Filled chunk by chunk: no copy to join.
+    # Chunks of at least 4096 images (few compilations), smaller where their float32 copies
+    # would pass memory.RESIZE_CHUNK_BYTES (`memory.resize_needs` counts one chunk).
+    per_chunk = memory.resize_chunk(images.shape[1:3], size, c)
+    start = 0
+    for chunk in np.array_split(images, max(1, n // 4096, -(-n // per_chunk))):
         x = jax.image.resize(
-            chunk.astype(np.float32),
-            (len(chunk), size, size, chunk.shape[-1]),
-            method="linear",
-            antialias=True,
+            chunk.astype(np.float32), (len(chunk), size, size, c), method="linear", antialias=True
         )
-        out.append(np.asarray(jax.numpy.clip(jax.numpy.round(x), 0, 255)).astype(np.uint8))
-    return np.concatenate(out)
+        y = jax.numpy.clip(jax.numpy.round(x), 0, 255).astype(jax.numpy.uint8)
+        # An allocation XLA could not make raises here (RESOURCE_EXHAUSTED); read by NumPy
+        # first, it aborts the process instead (Check failed: buffer_.IsConcrete()).
+        out[start : start + len(chunk)] = np.asarray(y.block_until_ready())
+        start += len(chunk)
+    return out
 
 
 def load(data_config) -> Dataset:
@@ -257,6 +282,7 @@ def load(data_config) -> Dataset:
     train_images, test_images = raw["train_images"], raw["test_images"]
     size = int(data_config.get("image_size", 0) or 0)
     if size > 0:
+        _require_resize_memory(data_config.name, [train_images.shape, test_images.shape], size)
         train_images, test_images = resize(train_images, size), resize(test_images, size)
     targets = {split: _targets(raw, split, size) for split in ("train", "test")}
     name = data_config.name
@@ -274,6 +300,31 @@ def load(data_config) -> Dataset:
         class_names=tuple(raw["class_names"]),
         mean=mean,
         std=std,
+    )
+
+
+def _require_resize_memory(name: str, shapes, size: int) -> None:
+    """OutOfMemoryError (one line) before resizing to `size` when the resized copies cannot fit
+    in the host's memory (`memory.resize_needs`), with the largest size that would."""
+    needs = memory.resize_needs(shapes, size)
+    if not needs:
+        return
+    import jax
+
+    # Resizing starts JAX's backend, whose threads reserve ~1 GB of address space: counted
+    # against a `ulimit -v` only once they exist.
+    jax.devices()
+    budget = memory.host_budget()
+    if budget is None or sum(n for _, n in needs) <= budget.available:
+        return
+    fits = memory.largest_fitting(
+        lambda s: sum(n for _, n in memory.resize_needs(shapes, s)), budget.available, size - 1
+    )
+    memory.require(
+        needs,
+        budget,
+        f"Use a smaller --config.data.image_size for {name}: the resized images alone fit up to "
+        f"about {fits}.",
     )
 
 

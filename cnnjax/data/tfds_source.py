@@ -10,9 +10,12 @@ bucket, so `try_gcs=False` everywhere and `list_builders` without community data
 """
 
 import concurrent.futures
+import glob
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import unittest.mock
 from collections.abc import Sequence
 
@@ -20,7 +23,8 @@ import numpy as np
 
 from cnnjax.data import cache
 from cnnjax.data.progress import DecodeProgress
-from cnnjax.errors import UserError, did_you_mean
+from cnnjax.errors import UserError, did_you_mean, first_line
+from cnnjax.files import absolute as absolute_path
 
 # Formats TFDS can read by index; TFRECORD data must be converted (or rebuilt) first.
 _RANDOM_ACCESS_FORMATS = ("array_record", "parquet")
@@ -41,10 +45,10 @@ IGNORE_LABEL = 255
 def resolve_data_dir(data_dir: str | None) -> str:
     """The data dir to read: `data_dir` if given, else $TFDS_DATA_DIR, else TFDS's default."""
     if data_dir:
-        return os.path.abspath(os.path.expanduser(data_dir))
+        return absolute_path(data_dir)
     from tensorflow_datasets.core import constants  # Knows TFDS_DATA_DIR and the default.
 
-    return os.path.abspath(os.path.expanduser(constants.get_default_data_dir()))
+    return absolute_path(constants.get_default_data_dir())
 
 
 def _base_name(name: str) -> str:
@@ -74,9 +78,170 @@ def builder(name: str, *, data_dir: str | None = None):
             f"and not found in {data_dir}).{did_you_mean(_base_name(name), known)} "
             "Catalog: https://www.tensorflow.org/datasets/catalog/overview"
         ) from None
+    except _metadata_errors() as e:
+        # Before ValueError: protobuf's ParseError is one. A dataset_info.json that is not JSON
+        # (garbled, zeroed, truncated) or not TFDS's schema.
+        path, why = _damaged_metadata(name, data_dir), first_line(e)
+        if why.startswith("Failed to construct dataset") and '": ' in why:
+            why = why.split('": ', 1)[1]  # TFDS's prefix repeats the name and the data dir.
+        raise _damaged(path, f"cannot be read ({why})", name, data_dir) from None
     except (ValueError, AssertionError) as e:
         # Unknown config or version: TFDS's own message lists the ones that exist.
         raise UserError(f"Cannot open TFDS dataset {name!r}: {str(e).strip()}") from None
+
+
+def _metadata_errors() -> tuple[type[Exception], ...]:
+    from google.protobuf import json_format
+
+    return (json_format.ParseError, json.JSONDecodeError)
+
+
+def _damaged_metadata(name: str, data_dir: str) -> str:
+    """The dataset_info.json of `name` under `data_dir` that does not parse as a JSON object
+    (else the only one there, else the dataset's folder)."""
+    base = os.path.join(data_dir, _base_name(name))
+    pattern = os.path.join(glob.escape(base), "**", "dataset_info.json")
+    found = sorted(glob.glob(pattern, recursive=True))
+    for path in found:
+        try:
+            with open(path, encoding="utf-8") as f:
+                if not isinstance(json.load(f), dict):
+                    return path
+        except (OSError, ValueError):
+            return path
+    return found[0] if len(found) == 1 else base
+
+
+def _damaged(path: str, what: str, name: str, data_dir: str) -> UserError:
+    """The one line for a damaged file of a prepared dataset: which file, and the fix."""
+    return UserError(f"TFDS dataset {name!r}: {path} {what}. {_repair(path, name, data_dir)}")
+
+
+def _repair(path: str, name: str, data_dir: str) -> str:
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    move = f"Move {folder} aside and prepare it again" if folder else "Prepare it again"
+    return (
+        f"{move} with: {_prepare_commands(name, data_dir)} ; or point --config.data.data_dir "
+        "(or $TFDS_DATA_DIR) at an intact prepared copy."
+    )
+
+
+def _file_instructions(dataset_builder, split: str) -> list | None:
+    """The files (and record ranges) `split` reads, from the metadata; None when unknown."""
+    try:
+        return list(dataset_builder.info.splits[split].file_instructions)
+    except (KeyError, ValueError, TypeError, AssertionError, AttributeError):
+        return None
+
+
+def _mocked(source) -> bool:
+    """Whether `source` comes from `tfds.testing.mock_data` (no files behind it)."""
+    return isinstance(getattr(source, "data_source", None), unittest.mock.NonCallableMock)
+
+
+def reason(error: BaseException) -> str:
+    """Why a record or file did not read, in one line, without the hash values Riegeli puts
+    in its message."""
+    text = re.sub(r" \(computed 0x\w+, stored 0x\w+\)", "", first_line(error))
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _check_files(dataset_builder, split: str, name: str, data_dir: str) -> None:
+    """A UserError naming the file when one that `split` reads is missing, cannot be opened
+    (truncated, overwritten: its footer does not parse) or holds another number of records
+    than the metadata says, or when the split's first or last record does not read. Opens each
+    file and reads two records, not the data: damage inside a file shows when its record is
+    read. Local files only (a gs:// data dir is TFDS's to read)."""
+    file_format = dataset_builder.info.file_format
+    array_record = getattr(file_format, "value", file_format) == "array_record"
+    instructions = _file_instructions(dataset_builder, split) or []
+    for k, instruction in enumerate(instructions):
+        path = os.fspath(instruction.filename)
+        if "://" in path:
+            continue
+        if not os.path.isfile(path):
+            raise _damaged(path, f"is missing (split {split!r} reads it)", name, data_dir)
+        ends = []  # The split's first record (in its first file) and last (in its last).
+        if k == 0:
+            ends.append(instruction.skip)
+        if k == len(instructions) - 1:
+            ends.append(instruction.skip + instruction.take - 1)
+        problem = _read_problem(path, instruction, ends) if array_record else None
+        if problem:
+            raise _damaged(path, problem, name, data_dir)
+
+
+def _read_problem(path: str, instruction, positions) -> str | None:
+    """What is wrong with array_record file `path` for `instruction` (its footer does not
+    parse, another record count than the metadata's, a record at `positions` does not read),
+    or None."""
+    from array_record.python import array_record_module
+
+    problem, reader, count = None, None, None
+    try:
+        # As TFDS opens it: no read-ahead, so a record read costs that record alone.
+        reader = array_record_module.ArrayRecordReader(
+            path, options="readahead_buffer_size:0", file_reader_buffer_size=32768
+        )
+        count = reader.num_records() if reader.ok() else None
+        if count is not None and count != instruction.examples_in_shard:
+            problem = (
+                f"holds {count} records where dataset_info.json says "
+                f"{instruction.examples_in_shard}"
+            )
+        for position in sorted(set(positions)) if count is not None and not problem else []:
+            try:
+                reader.read([position])
+            except Exception as e:  # noqa: BLE001 - the reader's errors are RuntimeErrors.
+                problem = f"is damaged at record {position} ({reason(e)})"
+                break
+    except Exception as e:  # noqa: BLE001 - as above.
+        problem = f"is damaged ({reason(e)})"
+    finally:
+        if reader is not None:
+            try:
+                reader.close()  # A reader that is not ok() raises its reason here.
+            except Exception as e:  # noqa: BLE001 - as above.
+                problem = problem or f"is damaged ({reason(e)})"
+    if count is None and not problem:
+        problem = "is damaged (array_record cannot open it)"
+    return problem
+
+
+def record_locator(source):
+    """For a TFDS data source: i -> (file, record position in it) of example i of its split;
+    None when that is unknown (a mocked source)."""
+    if _mocked(source):
+        return None
+    try:
+        instructions = list(source.dataset_info.splits[source.split].file_instructions)
+    except (KeyError, ValueError, TypeError, AssertionError, AttributeError):
+        return None
+    ends = np.cumsum([fi.take for fi in instructions])
+
+    def locate(i: int) -> tuple[str, int]:
+        k = int(np.searchsorted(ends, i, side="right"))
+        start = int(ends[k - 1]) if k else 0
+        return os.fspath(instructions[k].filename), instructions[k].skip + i - start
+
+    return locate
+
+
+def damage_reporter(source):
+    """For `data.records.Records`: (i, error) -> (the file of example i, "record P: reason")."""
+    locate = record_locator(source)
+
+    def report(i: int, error: BaseException) -> tuple[str, str]:
+        file, position = locate(i) if locate else ("the dataset", i)
+        return file, f"record {position}: {reason(error)}"
+
+    return report
+
+
+def repair_hint(source, name: str, data_dir: str | None) -> str:
+    """What to do about damaged records of `source`'s dataset (the fix of `_damaged`)."""
+    folder = os.fspath(getattr(source.dataset_info, "data_dir", "") or "")
+    return _repair(folder, name, resolve_data_dir(data_dir))
 
 
 def _tensorflow_available() -> bool:
@@ -141,9 +306,15 @@ def data_source(
     # Ask forgiveness, not permission: opening is the real test of "prepared" (and the one
     # `tfds.testing.mock_data` fakes), so the diagnosis only runs when opening fails.
     try:
-        return dataset_builder.as_data_source(split=split)
+        source = dataset_builder.as_data_source(split=split)
     except (ValueError, NotImplementedError, FileNotFoundError, AssertionError) as e:
         error = _not_readable_error(dataset_builder, name, data_dir)
+        if error is None and _file_instructions(dataset_builder, split) == []:
+            error = UserError(
+                f"Split {split!r} of TFDS dataset {name!r} has no examples (in "
+                f"{dataset_builder.data_path}): choose one that has some, e.g. "
+                f"{_split_sizes(dataset_builder)}; slices like 'train[:90%]' work too."
+            )
         if error is None and isinstance(e, ValueError) and "split" in str(e).lower():
             splits = ", ".join(dataset_builder.info.splits) or "none recorded"
             error = UserError(
@@ -153,6 +324,40 @@ def data_source(
         if error is None:
             raise
         raise error from e
+    if not _mocked(source):
+        _check_files(dataset_builder, split, name, data_dir)
+    return source
+
+
+def _split_sizes(dataset_builder) -> str:
+    """ "train (60000), test (10000)": the recorded splits and their sizes."""
+    splits = dataset_builder.info.splits
+    return ", ".join(f"{s} ({splits[s].num_examples})" for s in splits) or "none recorded"
+
+
+def warn_if_test_in_train(name: str, train_split: str, test_split: str, data_dir=None) -> None:
+    """One `warning:` line when examples of `test_split` are also in `train_split` (`test`,
+    `train+test`, overlapping slices): the test metrics then measure training examples."""
+    dataset_builder = builder(name, data_dir=data_dir)
+    train = _file_instructions(dataset_builder, train_split)
+    test = _file_instructions(dataset_builder, test_split)
+    if not train or not test:
+        return
+    shared = 0
+    for a in train:
+        for b in test:
+            if os.fspath(a.filename) == os.fspath(b.filename):
+                start, end = max(a.skip, b.skip), min(a.skip + a.take, b.skip + b.take)
+                shared += max(0, end - start)
+    if shared:
+        total = sum(b.take for b in test)
+        print(
+            f"warning: --config.data.train_split={train_split!r} holds {shared} of the {total} "
+            f"examples of the test split {test_split!r}: the test metrics are not a held-out "
+            "measure (--config.data.train_split='train[:90%]' --config.data.test_split="
+            "'train[90%:]' holds one out).",
+            flush=True,
+        )
 
 
 def split_size(name: str, split: str, data_dir: str | None = None) -> int:
@@ -222,7 +427,10 @@ def read_examples(
     def read_chunk(indices: range) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
         images, labels, masks = [], [], []
         for i in indices:
-            example = source[i]
+            try:
+                example = source[i]
+            except Exception as e:  # noqa: BLE001 - a damaged file's record: the caller names it.
+                raise DamagedRecord(i, reason(e)) from e
             image = np.asarray(example[image_key])
             if image.ndim == 2:  # Some decoders drop the channel axis of grayscale images.
                 image = image[..., None]
@@ -264,6 +472,23 @@ def read_examples(
     if mask is None:
         return images, labels
     return images, labels, np.stack([m for _, _, ms in results for m in ms])
+
+
+class DamagedRecord(Exception):
+    """Example `index` of a split could not be read (`reason`): its file is damaged."""
+
+    def __init__(self, index: int, reason: str):
+        self.index, self.reason = index, reason
+        super().__init__(f"example {index}: {reason}")
+
+
+def _damaged_record_error(source, error: DamagedRecord, name: str, data_dir) -> UserError:
+    locate = record_locator(source)
+    if locate is None:
+        return UserError(f"TFDS dataset {name!r}: {error}.")
+    path, position = locate(error.index)
+    what = f"is damaged at record {position} ({error.reason})"
+    return _damaged(path, what, name, resolve_data_dir(data_dir))
 
 
 def _large_images(source, image_key: str) -> bool:
@@ -316,6 +541,7 @@ def load_tfds(
         mask = SEGMENTATION_MASKS[_base_name(name)]
     train = data_source(name, train_split, data_dir=data_dir, download=download)
     test = data_source(name, test_split, data_dir=data_dir)
+    warn_if_test_in_train(name, train_split, test_split, data_dir)
     features = train.dataset_info.features
     image_key, label_key, class_names = feature_keys(features)
     if np.dtype(features[image_key].np_dtype) != np.uint8:
@@ -338,7 +564,12 @@ def load_tfds(
     out = {}
     for split, source in (("train", train), ("test", test)):
         progress = DecodeProgress(len(source), f"{name} {split}", cached=cache_file is not None)
-        arrays = read_examples(source, image_key, label_key, on_chunk=progress.update, **read)
+        try:
+            arrays = read_examples(source, image_key, label_key, on_chunk=progress.update, **read)
+        except DamagedRecord as e:
+            # Everything is read before training: a damaged record stops the run here, with
+            # nothing trained on a dataset smaller than the one recorded.
+            raise _damaged_record_error(source, e, name, data_dir) from None
         progress.close()
         out[f"{split}_images"], out[f"{split}_labels"] = arrays[:2]
         if mask is not None:
@@ -355,7 +586,7 @@ def _cache_file(source, settings: tuple) -> str | None:
     the key adds every file in the directory (name, size, mtime), so re-preparing the dataset
     invalidates the copy. A read-only cache is still read; the save then fails quietly."""
     directory = cache.home()
-    dataset_dir = os.path.abspath(os.fspath(source.dataset_info.data_dir))
+    dataset_dir = absolute_path(source.dataset_info.data_dir)
     reader = getattr(source, "data_source", None)
     if directory is None or isinstance(reader, unittest.mock.NonCallableMock):
         return None

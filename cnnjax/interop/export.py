@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.data import pipeline
+from cnnjax.errors import first_line
 
 INPUT_NAME = "images"
 BATCH = "batch"  # The symbolic batch dimension's name, in both formats.
@@ -41,11 +42,19 @@ class ExportError(Exception):
         super().__init__(f"{fmt} export cannot express op {op!r}: {detail}")
 
 
-def missing_packages() -> list[str]:
-    """The ONNX exporter's packages that are not installed (`pip install -e '.[export]'`)."""
+# The modules each format needs beyond jax, and the pip command that installs them. jax.export
+# serializes with flatbuffers, which jax does not require (cnnjax's core install does).
+REQUIREMENTS = {
+    "stablehlo": (("flatbuffers",), "pip install flatbuffers"),
+    "onnx": (("jax2onnx", "onnx", "onnxruntime"), "pip install -e '.[export]'"),
+}
+
+
+def missing_packages(fmt: str = "onnx") -> list[str]:
+    """The modules format `fmt` needs that cannot be imported here (`REQUIREMENTS`)."""
     import importlib.util
 
-    return [m for m in ("jax2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    return [m for m in REQUIREMENTS[fmt][0] if importlib.util.find_spec(m) is None]
 
 
 def inference_function(model, variables, mean, std, *, class_scores: bool = True):
@@ -94,11 +103,6 @@ def _op_of_failure(error: BaseException) -> str:
     return type(error).__name__
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def to_onnx(fn, image_shape, output_names, *, opset: int = ONNX_OPSET) -> bytes:
     """The ONNX model (bytes) of `fn` for any batch size, converted by jax2onnx from `fn`'s
     primitives, then loaded once by onnxruntime to check that it runs. Raises `ExportError`
@@ -121,14 +125,14 @@ def to_onnx(fn, image_shape, output_names, *, opset: int = ONNX_OPSET) -> bytes:
             output_names=list(output_names),
         )
     except Exception as e:  # noqa: BLE001 - any converter failure names its op.
-        raise ExportError("ONNX", _op_of_failure(e), _first_line(e)) from e
+        raise ExportError("ONNX", _op_of_failure(e), first_line(e)) from e
     blob = proto.SerializeToString()
     check = np.zeros((1, *spec.shape[1:]), np.float32)
     try:
         run_onnx(blob, check)
     except Exception as e:  # noqa: BLE001 - onnxruntime names the node it cannot run.
         op = next((n.op_type for n in proto.graph.node if n.name in str(e)), "unknown")
-        reason = _first_line(e).split("Status Message: ")[-1]
+        reason = first_line(e).split("Status Message: ")[-1]
         raise ExportError("ONNX", op, f"onnxruntime refuses it: {reason}") from e
     return blob
 

@@ -10,25 +10,27 @@ writes into `<workdir>/export/` (`--config.export.dir`):
 
 Both files are checked against the Flax model on the same batch before anything is written,
 and their largest difference is printed and kept in the JSON. Nothing is written when a format
-fails: an op the converter cannot express is one line naming it (exit 2). How to use the files
-without cnnjax: docs/export.md.
+fails: an op the converter cannot express is one line naming it (exit 2), and so is a format
+whose packages are missing (with its pip command). The folder holds one export: files of the
+previous export that this one did not write (its model.json named them) are removed. How to use
+the files without cnnjax: docs/export.md.
 """
 
 import json
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import runs
+from cnnjax import files, runs
 from cnnjax.errors import UserError
 from cnnjax.interop import export as export_lib
 from cnnjax.modes import predict
 
 FORMATS = ("stablehlo", "onnx")
 FILES = {"stablehlo": "model.stablehlo", "onnx": "model.onnx"}
+_TITLES = {"stablehlo": "StableHLO", "onnx": "ONNX"}
 SIDECAR = "model.json"
 TOLERANCE = 1e-4  # Largest |exported - Flax| accepted, float32.
 CHECK_BATCH = 3  # Images in the check batch: not the batch size anything was traced with.
@@ -41,11 +43,17 @@ def _formats(text: str) -> list[str]:
         raise UserError(
             f"--config.export.formats={text!r}: choose from {', '.join(FORMATS)} (comma-separated)."
         )
-    if "onnx" in formats and (missing := export_lib.missing_packages()):
-        raise UserError(
-            f"ONNX export needs {', '.join(missing)}: pip install -e '.[export]' "
-            "(or --config.export.formats=stablehlo for the StableHLO file alone)."
-        )
+    for fmt in formats:
+        if missing := export_lib.missing_packages(fmt):
+            others = [f for f in FORMATS if f != fmt and not export_lib.missing_packages(f)]
+            alone = "".join(
+                f" (or --config.export.formats={f} for the {_TITLES[f]} file alone)"
+                for f in others[:1]
+            )
+            raise UserError(
+                f"{_TITLES[fmt]} export needs {', '.join(missing)} (not installed here): "
+                f"{export_lib.REQUIREMENTS[fmt][1]}{alone}."
+            )
     return formats
 
 
@@ -84,28 +92,9 @@ def _preprocessing(config, image_shape, mean, std) -> dict:
     }
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-    """`data` to `path` through a temporary file in the same folder, so a kill or a full disk
-    leaves the previous file whole."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # As open() would make it, not mkstemp's 0600.
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def export_run(config, workdir: str, experiment: str = "") -> tuple[str, dict]:
-    """Exports the run in `workdir` as `config.export` says: (the folder, the sidecar dict)."""
+def export_run(config, workdir: str, experiment: str = "") -> tuple[str, dict, list[str]]:
+    """Exports the run in `workdir` as `config.export` says: (the folder, the sidecar dict, the
+    files of the previous export there that this one did not write and removed)."""
     formats = _formats(config.export.formats)
     exp, state, step = _restore(config, workdir)
     data = exp.data
@@ -142,7 +131,7 @@ def export_run(config, workdir: str, experiment: str = "") -> tuple[str, dict]:
 
     out_dir = str(config.export.dir) or os.path.join(workdir, "export")
     try:
-        os.makedirs(out_dir, exist_ok=True)
+        files.makedirs(out_dir)
     except OSError as e:
         raise UserError(f"Cannot create --config.export.dir={out_dir}: {e.strerror}.") from e
     sidecar = {
@@ -179,25 +168,52 @@ def export_run(config, workdir: str, experiment: str = "") -> tuple[str, dict]:
         sidecar["versions"].update(
             jax2onnx=getattr(jax2onnx, "__version__", "?"), onnxruntime=onnxruntime.__version__
         )
+    stale = [n for n in _previous_files(out_dir) if n not in sidecar["files"].values()]
     try:
         for fmt, blob in blobs.items():
-            _write_atomically(os.path.join(out_dir, FILES[fmt]), blob)
+            files.write_atomic(os.path.join(out_dir, FILES[fmt]), blob)
+        # Before the new model.json: a kill in between leaves the old one naming the stale
+        # files, and the next export removes them.
+        removed = [n for n in stale if _remove(os.path.join(out_dir, n))]
         text = json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n"
-        _write_atomically(os.path.join(out_dir, SIDECAR), text.encode("utf-8"))
+        files.write_atomic(os.path.join(out_dir, SIDECAR), text.encode("utf-8"))
     except OSError as e:
         raise UserError(f"Cannot write the export into {out_dir}: {e.strerror or e}.") from e
-    return out_dir, sidecar
+    return out_dir, sidecar, removed
+
+
+def _previous_files(out_dir: str) -> list[str]:
+    """The files the export already in `out_dir` consists of, by its model.json (only the names
+    cnnjax writes: a damaged or foreign JSON removes nothing)."""
+    try:
+        listed = json.loads(files.read_bytes(os.path.join(out_dir, SIDECAR))).get("files", {})
+        return [n for n in listed.values() if n in FILES.values()]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _remove(path: str) -> bool:
+    try:
+        files.remove(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def run(config, args) -> int:
     if not args.workdir:
         raise UserError("--mode=export needs the run to export: pass --workdir=RUN_DIR.")
-    out_dir, sidecar = export_run(config, args.workdir, args.experiment)
+    out_dir, sidecar, removed = export_run(config, args.workdir, args.experiment)
     print(f"{args.experiment} @ step {sidecar['checkpoint_step']} exported to {out_dir}:")
     for fmt, name in sidecar["files"].items():
-        size = os.path.getsize(os.path.join(out_dir, name)) / 1e6
+        size = files.size(os.path.join(out_dir, name)) / 1e6
         diff = sidecar["check"]["max_abs_difference_vs_flax"][fmt]
         print(f"  {name:<16} {size:7.2f} MB   max |exported - flax| = {diff:.1e}")
     print(f"  {SIDECAR:<16} input {sidecar['input']['shape']} NHWC float32 pixels 0..255")
+    for name in removed:
+        print(
+            f"  removed {name}: it was the previous export's, not of this step "
+            f"(--config.export.formats={','.join(sidecar['files'])} was asked for)"
+        )
     print("How to run them without cnnjax: docs/export.md")
     return 0

@@ -114,9 +114,7 @@ def build(
     check_numbers(config)  # Before loading data: a typo fails in a second.
     data = data_lib.load(config.data) if data is None else data
     if recorded is not None:
-        data = data_record.matched(
-            recorded, data, accept_changes=bool(config.data.accept_changes)
-        )
+        data = data_record.matched(recorded, data, accept_changes=bool(config.data.accept_changes))
     mesh = parallel.make_mesh()
     num_devices = mesh.devices.size
     if training and config.batch_size % num_devices:

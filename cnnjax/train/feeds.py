@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import parallel, tasks
+from cnnjax import memory, parallel, tasks
 from cnnjax.core import metrics
 from cnnjax.data import pipeline, streaming, transforms
 from cnnjax.data.records import Records
@@ -91,6 +91,18 @@ class _TrainFeed:
     def first_nonfinite_step(self) -> int:
         """The first training step (1-based) whose loss was not finite; 0 if none was."""
         return 0 if self._bad is None else int(jax.device_get(self._bad))
+
+    def _require_memory(self, compiled, state) -> None:
+        """Before a compiled step first runs: `memory.OutOfMemoryError` (one line) when XLA's
+        plan for it (temporaries, outputs) cannot fit beside what the devices hold, and beside
+        the copy of the state a checkpoint saves from while the next steps run. XLA would abort
+        the process on the failed allocation (std::bad_alloc), past any handler."""
+        fix = memory.fix_for(self.config)
+        also = [("a checkpoint's copy of the state", memory.tree_bytes(state))]
+        for program in compiled:
+            memory.require_compiled(
+                program, self.mesh.local_devices, "the training step", fix, also=also, ready=state
+            )
 
     def step(self, state, sums, step: int):
         raise NotImplementedError
@@ -168,6 +180,7 @@ class DeviceTrainFeed(_TrainFeed):
         lowered = [self._jitted(n).lower(*args) for n in sizes]
         with concurrent.futures.ThreadPoolExecutor(len(lowered)) as pool:
             compiled = list(pool.map(lambda low: low.compile(), lowered))
+        self._require_memory(compiled, state)
         self._fn, self._many = compiled[0], (compiled[1] if len(compiled) > 1 else None)
 
     def step(self, state, sums, step: int):
@@ -248,6 +261,7 @@ class StreamTrainFeed(_TrainFeed):
             "label": jax.ShapeDtypeStruct((self.batch_size,), jnp.int32, sharding=self.sharding),
         }
         self._fn = self._jitted().lower(state, sums, self._nonfinite(), batch).compile()
+        self._require_memory([self._fn], state)
 
     def step(self, state, sums, step: int):
         if self._iter is None or step != self._next:
@@ -310,6 +324,9 @@ class DeviceEvaluator:
         repl = parallel.replicated(mesh)
         self._jit = jax.jit(evaluate, in_shardings=(repl, repl), out_shardings=repl)
         self._fn = None
+        self._devices, self._checked = mesh.local_devices, False
+        size = int(config.data.get("image_size", 0) or 0)
+        self._fix = memory.fix(("eval_batch_size", bs), ("data.image_size", size))
 
     def compile(self, state) -> None:
         self._fn = self._jit.lower(_for_eval(state), self.arrays).compile()
@@ -320,6 +337,11 @@ class DeviceEvaluator:
 
     def __call__(self, state) -> dict:
         """Summed metrics over the test split, on the host."""
+        if self._fn is not None and not self._checked:  # Before the first run: see feeds'.
+            memory.require_compiled(
+                self._fn, self._devices, "the evaluation", self._fix, ready=state
+            )
+            self._checked = True
         fn = self._fn or self._jit
         return jax.device_get(fn(_for_eval(state), self.arrays))
 
@@ -391,10 +413,42 @@ class StreamEvaluator:
         return jax.device_get(sums)
 
 
-def make_feeds(config, data, mesh, state_shardings, task=None):
+def require_memory(config, data, mesh, task, mode: str, abstract_state=None) -> None:
+    """`memory.OutOfMemoryError` (one line) before anything is uploaded, when what each device
+    will hold cannot fit: with the on-device feed the training set and the padded test set
+    (and that test set's host copy while it uploads), the training state (`abstract_state`,
+    when given) and one batch of input images at the compute dtype."""
+    from cnnjax.train.experiment import compute_dtype
+
+    bs, num_devices = int(config.batch_size), mesh.devices.size
+    size = int(config.data.get("image_size", 0) or 0)
+    smaller = [("batch_size", bs), ("data.image_size", size)]
+    per_device, host = [], []
+    if mode == "device":
+        keys = task.target_keys
+        train = sum(a.nbytes for a in data.arrays("train", keys).values())
+        eval_bs = _eval_batch_size(config, num_devices)
+        padded = -(-data.num_test // eval_bs) * eval_bs
+        # Per padded example: its arrays' row bytes and the float32 "weight" pad_for_eval adds.
+        row = sum(a.nbytes // max(1, len(a)) for a in data.arrays("test", keys).values()) + 4
+        per_device += [("the training set", train), ("the padded test set", padded * row)]
+        host.append(("the padded test set's host copy", padded * row))
+        if padded >= 2 * data.num_test:  # Mostly padding: the evaluation batch is the cause.
+            smaller.insert(1, ("eval_batch_size", eval_bs))
+    if abstract_state is not None:
+        per_device.append(("the training state", memory.tree_bytes(abstract_state)))
+    per_image = int(np.prod(data.image_shape)) * jnp.dtype(compute_dtype(config.dtype)).itemsize
+    local = bs // num_devices
+    per_device.append((f"a batch of {local} input images", local * per_image))
+    fix = memory.fix(*smaller, stream=mode == "device")
+    memory.require_on_devices(per_device, mesh.local_devices, fix, host_needs=host)
+
+
+def make_feeds(config, data, mesh, state_shardings, task=None, abstract_state=None):
     """(train feed, evaluator) for `config.data.feeding`: "device", "stream" or "auto"
     (on device when the dataset is in memory, streamed otherwise). task: the run's
-    `cnnjax.tasks.Task` (default: from `config.task`)."""
+    `cnnjax.tasks.Task` (default: from `config.task`). abstract_state: the training state's
+    shapes, counted with the dataset before it is uploaded (`require_memory`)."""
     task = _task(config, data, task)
     mode = config.data.get("feeding", "auto")
     in_memory = data.in_memory
@@ -411,6 +465,7 @@ def make_feeds(config, data, mesh, state_shardings, task=None):
             f"{data.name} is streamed from disk; --config.data.feeding=device needs "
             "a dataset that fits in memory. Use feeding=stream or auto."
         )
+    require_memory(config, data, mesh, task, mode, abstract_state)
     if mode == "device":
         return (
             DeviceTrainFeed(config, data, mesh, state_shardings, task),

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from cnnjax import files
+from cnnjax.errors import MetricsWriteError
 from cnnjax.train import writers
 
 
@@ -32,13 +34,25 @@ def format_report(*, name: str, exp, eval_metrics: dict, n_params: int, elapsed_
 def write_run_report(
     workdir: str, exp, eval_metrics: dict, *, n_params: int, elapsed_s: float, name: str
 ) -> None:
+    """summary.txt and the plots; `MetricsWriteError` when the disk refuses one of them."""
+    try:
+        _write_run_report(workdir, exp, eval_metrics, n_params, elapsed_s, name)
+    except OSError as e:
+        where = e.filename or workdir
+        raise MetricsWriteError(
+            f"could not write {where}: {writers.os_reason(e)}; training finished and its "
+            "checkpoints are saved (re-running writes the report again)"
+        ) from None
+
+
+def _write_run_report(workdir, exp, eval_metrics, n_params, elapsed_s, name) -> None:
     from cnnjax.viz import confusion, curves  # Local: matplotlib is imported only here.
 
     text = format_report(
         name=name, exp=exp, eval_metrics=eval_metrics, n_params=n_params, elapsed_s=elapsed_s
     )
-    with open(os.path.join(workdir, "summary.txt"), "w", encoding="utf-8") as f:
-        f.write(text)
+    # Whole or not at all: a full disk keeps the previous summary.
+    files.write_atomic(os.path.join(workdir, "summary.txt"), text)
     plots = os.path.join(workdir, "plots")
     curves.training_curves(
         writers.read_events(workdir), title=name, path=os.path.join(plots, "training_curves.png")

@@ -5,6 +5,7 @@ installed fonts of `FALLBACK_FONTS`, in order. Where none has a character, it is
 and one note line says which characters (once each; instead of matplotlib's two-line warning for
 every glyph of every figure)."""
 
+import io
 import os
 import sys
 import warnings
@@ -13,6 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # No display anywhere we run: laptops over ssh, CI, TPU VMs.
 import matplotlib.pyplot as plt  # noqa: E402
+
+from cnnjax import files  # noqa: E402
 
 # Wide-coverage fonts of the usual platforms, tried in this order after the default family.
 FALLBACK_FONTS = (
@@ -78,9 +81,14 @@ def save(fig, path: str | None, *, crop: bool = True) -> None:
     crop: trim the margins to what is drawn, at the cost of drawing the figure twice (a third
     of the save's time). Figures whose `tight_layout` already fits them pass False."""
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        files.makedirs(os.path.dirname(files.absolute(path)))
+        image = io.BytesIO()
+        kind = os.path.splitext(path)[1].lstrip(".").lower() or "png"
         with warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("always", message=_MISSING_GLYPH, category=UserWarning)
-            fig.savefig(path, dpi=150, bbox_inches="tight" if crop else None)
+            fig.savefig(image, format=kind, dpi=150, bbox_inches="tight" if crop else None)
         _note_missing_glyphs(caught)
+        # Whole or not at all: a kill (SIGTERM in --mode=visualize) or a full disk mid-write
+        # leaves the previous picture, never half a file.
+        files.write_atomic(path, image.getvalue(), durable=False)
     plt.close(fig)

@@ -14,7 +14,12 @@ import pytest
 
 from cnnjax.errors import UserError
 from cnnjax.train import checkpoint
-from cnnjax.train.checkpoint import MANIFEST, Checkpoints, CheckpointWriteError
+from cnnjax.train.checkpoint import (
+    MANIFEST,
+    CheckpointMismatch,
+    Checkpoints,
+    CheckpointWriteError,
+)
 
 
 def tree(step, n=64):
@@ -219,13 +224,20 @@ def test_restore_best_falls_back_to_the_newest_readable(tmp_path, capsys):
     assert not glob.glob(os.path.join(directory, "corrupt-*"))  # Readers move nothing.
 
 
-def test_another_tree_structure_is_unreadable_not_a_crash(tmp_path, capsys):
+def test_another_tree_structure_is_a_mismatch_not_damage(tmp_path, capsys):
+    """Issue 25: the same shapes under other names used to be called unreadable (and a
+    training run then set the steps aside). It is a readable checkpoint of another tree: a
+    CheckpointMismatch naming the paths, and nothing is moved."""
     directory = saved(tmp_path, steps=(1, 2))
     renamed = {"v": target()["w"], "step": target()["step"]}  # Same shapes, other names.
     ckpts = Checkpoints(directory, keep=2)
-    with pytest.raises(UserError, match="No readable checkpoint"):
+    with pytest.raises(CheckpointMismatch) as raised:
         ckpts.restore_latest(renamed)
-    assert ckpts.steps() == [1, 2]
+    assert raised.value.part == "model" and raised.value.step == 2
+    assert "v (64,) not in the checkpoint" in str(raised.value), str(raised.value)
+    assert "w (64,) only in the checkpoint" in str(raised.value)
+    assert ckpts.steps() == [1, 2] and sorted(os.listdir(directory)) == ["1", "2"]
+    assert "warning" not in capsys.readouterr().out
     ckpts.close()
 
 
