@@ -1,12 +1,12 @@
-"""cnnjax launcher: flags in, one call out (the command line is `cnnjax.cli`).
+"""cnnjax launcher for the checkout: the same command as the installed `cnnjax` and
+`python -m cnnjax` (the command line is `cnnjax.cli`).
 
 python launch.py --experiment=NAME [--workdir=DIR] [--mode=MODE] [--config.KEY=VALUE ...]
+python launch.py --experiment=path/to/my_exp.py[:ARG]
 python launch.py --list
 """
-
-from absl import app
 
 from cnnjax import cli
 
 if __name__ == "__main__":
-    app.run(cli.main, flags_parser=cli.parse_flags)
+    cli.entry()

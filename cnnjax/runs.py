@@ -6,7 +6,7 @@ A run is a workdir written by training (`cnnjax.train.loop`): checkpoints under
 
 import os
 
-from cnnjax import tasks
+from cnnjax import files, tasks
 from cnnjax import workdir as workdir_lib
 from cnnjax.data import record as data_record
 from cnnjax.errors import UserError
@@ -37,7 +37,7 @@ def restore_best(config, workdir: str, exp: Experiment | None = None, *, latest:
     (default: `open_experiment`, with its data)."""
     exp = open_experiment(config, workdir) if exp is None else exp
     directory = os.path.join(workdir, "checkpoints")
-    if not os.path.lexists(directory):  # A file there is Checkpoints' UserError.
+    if not files.exists(directory):  # A file there is Checkpoints' UserError.
         return exp, exp.init_state(), None
     ckpts = checkpoint.Checkpoints(
         directory, keep=int(config.keep_checkpoints), best_metric=config.best_metric, read_only=True

@@ -5,6 +5,8 @@ the settings a run was trained with.
 - a resumed run says which keys differ from it (`note_changes`);
 - eval, predict and visualize read a run with its own settings (`with_run_settings`), so a run
   trained with other values needs only `--experiment` and `--workdir`;
+- training also records where its experiment came from and the versions (`write_run_record`,
+  `run.json`), so those modes need only `--workdir`;
 - a training run holds the workdir's lock (`exclusive`) from before it reads its checkpoints
   until it ends, so a second writer stops at once instead of interleaving with the first.
   Read-only modes never take it.
@@ -18,12 +20,13 @@ import socket
 
 import jax
 
-from cnnjax import files
-from cnnjax.errors import UserError
+from cnnjax import files, lease
+from cnnjax.errors import MetricsWriteError, UserError
 from cnnjax.overrides import apply_overrides
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"  # What the run was trained on (cnnjax.data.record).
+RUN_FILE = "run.json"  # Where the experiment came from, and the versions (cnnjax.modes.origin).
 LOCK_FILE = ".cnnjax.lock"
 
 
@@ -39,7 +42,7 @@ def as_tree(config) -> dict:
 def make(workdir: str) -> None:
     """Creates the run directory (and its parents); a UserError when the OS refuses."""
     try:
-        os.makedirs(workdir, exist_ok=True)
+        files.makedirs(workdir)
     except OSError as e:
         raise UserError(
             f"Cannot create --workdir={workdir} ({e.strerror or type(e).__name__}): give a "
@@ -51,7 +54,7 @@ def write_config(config, workdir: str) -> None:
     """Writes config.json (process 0 only), atomically: a full disk or a kill leaves the
     previous file whole, never a torn one that every later command would refuse."""
     if jax.process_index() == 0:
-        files.write_json_atomic(config_path(workdir), as_tree(config))
+        _write(config_path(workdir), as_tree(config))
 
 
 def read_config(workdir: str) -> dict | None:
@@ -77,16 +80,41 @@ def read_data_record(workdir: str) -> dict | None:
 def write_data_record(workdir: str, record: dict) -> None:
     """Records what the run is trained on (process 0 only), atomically."""
     if jax.process_index() == 0:
-        files.write_json_atomic(os.path.join(workdir, DATA_FILE), record)
+        _write(os.path.join(workdir, DATA_FILE), record)
+
+
+def read_run_record(workdir: str) -> dict | None:
+    """Where the run's experiment came from and what it ran on (`cnnjax.modes.origin.record`), or
+    None for a run without one (new, or trained before runs recorded it). Damaged: a UserError."""
+    return _read_object(
+        os.path.join(workdir, RUN_FILE),
+        "the next training run writes a new one; the other modes then need --experiment",
+    )
+
+
+def write_run_record(workdir: str, record: dict) -> None:
+    """Records where the run's experiment came from (process 0 only), atomically."""
+    if jax.process_index() == 0:
+        _write(os.path.join(workdir, RUN_FILE), record)
+
+
+def _write(path: str, tree: dict) -> None:
+    """`tree` as JSON to `path`, atomically; a refused write (a full disk) is one line, exit 4."""
+    try:
+        files.write_json_atomic(path, tree)
+    except OSError as e:
+        reason = f"[Errno {e.errno}] {e.strerror}" if e.errno and e.strerror else str(e)
+        raise MetricsWriteError(
+            f"could not write {path}: {reason}; the file before it (if any) is intact"
+        ) from None
 
 
 def _read_object(path: str, without_it: str) -> dict | None:
     """The JSON object in `path`; None when absent; a UserError when it is no JSON object."""
-    if not os.path.lexists(path):
+    if not files.exists(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
+        saved = json.loads(files.read_bytes(path).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         problem = f"is not valid JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     except OSError as e:
@@ -183,12 +211,22 @@ def with_run_settings(config, workdir: str):
 def exclusive(workdir: str):
     """Holds the workdir's lock: an exclusive `flock` on `WORKDIR/.cnnjax.lock`. The OS drops
     it when the process ends in any way (kill -9 included), so a crashed run never leaves a
-    stale lock. Only process 0 of a multi-process run takes it: the others write no files of
-    their own. A UserError when another process holds it, naming that process."""
+    stale lock. In object storage (`gs://`), a lease object (`cnnjax.lease`) that a crashed
+    run stops renewing. Only process 0 of a multi-process run takes it: the others write no
+    files of their own. A UserError when another process holds it, naming that process."""
     if jax.process_index() != 0:
         yield
         return
+    holder = f"process {os.getpid()} on {socket.gethostname()}"
     path = os.path.join(workdir, LOCK_FILE)
+    if files.is_uri(workdir):
+        held = lease.Lease(path, holder)
+        held.acquire()
+        try:
+            yield
+        finally:
+            held.release()
+        return
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
@@ -206,7 +244,7 @@ def exclusive(workdir: str):
                 "it to end (or stop it), or give another --workdir."
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        os.pwrite(fd, holder.encode(), 0)
         yield
     finally:
         os.close(fd)  # Releases the lock.

@@ -160,6 +160,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.viz.num_mistakes = 16
     c.viz.sample_index = 0  # The test image for feature maps and classic kernels.
     c.viz.max_eval_images = 2000  # Test images predicted for the confusion matrix and mistakes.
+    c.viz.dir = ""  # Where the pictures go ("" = <workdir>/plots); for a read-only run.
 
     c.export = ml_collections.ConfigDict()  # --mode=export (docs/export.md)
     c.export.formats = "stablehlo,onnx"  # Comma-separated; onnx needs pip install -e '.[export]'.

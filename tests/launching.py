@@ -4,8 +4,11 @@ A plain module (on the path through pytest's `pythonpath`), not a conftest: conf
 in several test folders would shadow one another."""
 
 import os
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,3 +58,72 @@ def launch(args, *, env=None, timeout=300, check=False):
             f"launch.py {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a coordinator on localhost)."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch_processes(args, n, *, env=None, envs=(), timeout=300):
+    """Runs `python launch.py ARGS` as processes 0..n-1 of one multi-process run (one CPU
+    device each unless `env` pads XLA_FLAGS; gloo over localhost). `envs[i]`: more variables for
+    process i alone. Returns their CompletedProcess objects. Output goes to files, not pipes,
+    so no process blocks on a full pipe while the others wait for it in a collective; if any
+    is still running after `timeout` seconds, all are killed and the test fails with their
+    output."""
+    port = free_port()
+    flags = [f"--coordinator_address=localhost:{port}", f"--num_processes={n}"]
+    with tempfile.TemporaryDirectory(prefix="launch-processes-") as logs:
+        procs = []
+        try:
+            for i in range(n):
+                extra = envs[i] if i < len(envs) else {}
+                with (
+                    open(os.path.join(logs, f"{i}.out"), "w") as out,
+                    open(os.path.join(logs, f"{i}.err"), "w") as err,
+                ):
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                sys.executable,
+                                os.path.join(ROOT, "launch.py"),
+                                *args,
+                                *flags,
+                                f"--process_id={i}",
+                            ],
+                            cwd=ROOT,
+                            env=launch_env({**(env or {}), **extra}),
+                            stdout=out,
+                            stderr=err,
+                        )
+                    )
+            deadline = time.monotonic() + timeout
+            for proc in procs:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            hung = False
+        except subprocess.TimeoutExpired:
+            hung = True
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        results = []
+        for i, proc in enumerate(procs):
+            with (
+                open(os.path.join(logs, f"{i}.out")) as out,
+                open(os.path.join(logs, f"{i}.err")) as err,
+            ):
+                results.append(
+                    subprocess.CompletedProcess([i], proc.returncode, out.read(), err.read())
+                )
+    if hung:
+        shown = "\n".join(
+            f"--- process {i}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+            for i, r in enumerate(results)
+        )
+        raise AssertionError(f"{n} processes of launch.py {args} ran over {timeout} s:\n{shown}")
+    return results

@@ -10,6 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Top to bottom. A package may import its own modules and any package on a lower line; never
 # one on its own line or above.
 LAYERS = [
+    ("__main__",),  # `python -m cnnjax`: cli.entry(), nothing else.
     ("cli",),
     ("modes",),
     ("runs",),
@@ -17,10 +18,10 @@ LAYERS = [
     ("tasks",),
     ("viz", "interop", "inference"),
     ("data", "models"),
-    ("summary", "workdir", "parallel", "runtime"),
+    ("summary", "workdir", "parallel", "runtime", "memory"),
     ("core", "ops"),
-    ("overrides",),
-    ("errors", "files"),
+    ("overrides", "lease", "files"),
+    ("errors",),
 ]
 RANK = {name: len(LAYERS) - i for i, line in enumerate(LAYERS) for name in line}
 MAY_IMPORT_EXPERIMENTS = ("cli", "modes")

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnjax import inference, runs
+from cnnjax import files, inference, runs
 from cnnjax.data import pipeline, transforms
 from cnnjax.data.folder import shown
 from cnnjax.errors import UserError
@@ -99,13 +99,13 @@ def _open(path: str, channels: int) -> Image.Image:
     """The decoded PIL image of a file, EXIF orientation applied, in mode L (channels=1) or
     RGB, copied only where orientation or mode ask for it. Raises OSError/ValueError-like
     errors on bad files."""
-    if os.path.isdir(path):
+    if files.isdir(path):
         raise IsADirectoryError(path)
     with warnings.catch_warnings():
         # Between MAX_IMAGE_PIXELS and twice that, PIL warns (in several lines) and decodes:
         # a file the user named is read; over twice that it raises (see `_read_reason`).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        with files.open_file(path, "rb") as f, Image.open(f) as im:
             im.load()
             ImageOps.exif_transpose(im, in_place=True)
             mode = "L" if channels == 1 else "RGB"
@@ -254,7 +254,7 @@ def predict_run(config, workdir: str, paths, *, top_k: int = 5) -> list[dict]:
     if "init" in config and "keras_weights" in config.init:
         keras_weights = str(config.init.keras_weights or "")
     ckpt_dir = os.path.join(workdir, "checkpoints")
-    has_dir = os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir))
+    has_dir = files.isdir(ckpt_dir) and bool(files.listdir(ckpt_dir))
     if keras_weights and not has_dir:
         return predict_keras(keras_weights, paths, top_k=top_k)
     exp = runs.open_experiment(config, workdir, needs_data=False)

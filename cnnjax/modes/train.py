@@ -2,19 +2,25 @@
 
 import datetime
 import os
+import re
 
+from cnnjax.modes import origin
 from cnnjax.train import loop
 
 
 def default_workdir(name: str) -> str:
-    """A fresh `runs/<experiment>-<date>-<time>`."""
+    """A fresh `runs/<experiment>-<date>-<time>` (`my_exp:7` gives `runs/my_exp_7-...`)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{name}-{stamp}")
+    safe = re.sub(r"[^\w.-]+", "_", name)  # No colon or slash in a folder's name.
+    return os.path.join("runs", f"{safe}-{stamp}")
 
 
 def run(config, args) -> int:
     workdir = args.workdir or default_workdir(args.experiment)
-    outcome = loop.train_and_evaluate(config, workdir, experiment_name=args.experiment)
+    record = origin.record(args.origin) if args.origin is not None else None
+    outcome = loop.train_and_evaluate(
+        config, workdir, experiment_name=args.experiment, run_record=record
+    )
     if outcome.status == "completed" and outcome.eval_metrics:
         m, metric = outcome.eval_metrics, config.best_metric
         print(

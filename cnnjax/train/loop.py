@@ -24,11 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import data as data_lib
-from cnnjax import parallel
+from cnnjax import files, memory, parallel
 from cnnjax import workdir as workdir_lib
 from cnnjax.core.params import count_params
 from cnnjax.data import record as data_record
-from cnnjax.errors import NonFiniteLossError, UserError
+from cnnjax.errors import MetricsWriteError, NonFiniteLossError, UserError
 from cnnjax.train import checkpoint, feeds, writers
 from cnnjax.train.experiment import (
     Experiment,
@@ -46,6 +46,9 @@ from cnnjax.train.progress import Progress
 
 # Fault injection for the resume tests: SIGKILL this process before training step N (0: off).
 _FAULT_KILL_AT_STEP = int(os.environ.get("CNNJAX_FAULT_KILL_AT_STEP", "0") or 0)
+# Fault injection for the multi-process stop tests: this process alone gets a real SIGTERM at the
+# first step boundary at or past step N (0: off).
+_FAULT_SIGTERM_AT_STEP = int(os.environ.get("CNNJAX_FAULT_SIGTERM_AT_STEP", "0") or 0)
 
 
 @jax.jit
@@ -81,12 +84,51 @@ def _every(n: int, steps_per_epoch: int) -> int:
     return steps_per_epoch if n < 0 else n
 
 
+# With several processes, how many training steps apart they agree whether to stop: each time
+# costs an all-reduce and a host sync (docs/decisions.md, "Multi-host behaves like one host").
+_AGREE_EVERY_STEPS = 10
+
+
 class _StopFlag:
-    """Set by SIGTERM/SIGINT; the loop checks it after every step and saves before exiting."""
+    """Set by SIGTERM/SIGINT; the loop asks `stops_at(step)` after every device call, and saves
+    before exiting when it says so.
+
+    One process: a signal stops the run at the next step boundary. Several: the signal reaches
+    one process, or reaches them steps apart, and a save is collective (one process saving while
+    another trains on is a hang), so they agree first. At the first boundary at or past every
+    `_AGREE_EVERY_STEPS`-th step, the signal numbers go through an all-reduce (max): every
+    process sees the same answer at the same step, and all stop there with the agreed signal."""
 
     def __init__(self):
         self.signum = None
         self._previous = {}
+        self._next_vote = 0  # Several processes: the first step whose boundary votes again.
+        self._vote = None  # Several processes: (input sharding, jitted max), at the first vote.
+
+    def stops_at(self, step: int) -> bool:
+        """Whether the run stops at the boundary after `step`: the same on every process, which
+        must all ask at every boundary."""
+        if _FAULT_SIGTERM_AT_STEP and step >= _FAULT_SIGTERM_AT_STEP and self.signum is None:
+            signal.raise_signal(signal.SIGTERM)  # Test hook; the handler runs before the next line.
+        if jax.process_count() == 1:
+            return self.signum is not None
+        if step < self._next_vote:
+            return False
+        self._next_vote = (step // _AGREE_EVERY_STEPS + 1) * _AGREE_EVERY_STEPS
+        agreed = self._max_over_processes(self.signum or 0)
+        if agreed:
+            self.signum = agreed  # SIGTERM (15) wins over SIGINT (2); the same everywhere.
+        return bool(agreed)
+
+    def _max_over_processes(self, value: int) -> int:
+        """The largest `value` of all processes: a collective, called by all at one point."""
+        if self._vote is None:
+            mesh = parallel.make_mesh()
+            vote = jax.jit(jnp.max, out_shardings=parallel.replicated(mesh))
+            self._vote = (parallel.data_sharded(mesh), vote)
+        sharding, vote = self._vote
+        local = np.full((jax.local_device_count(),), value, np.int32)
+        return int(vote(jax.make_array_from_process_local_data(sharding, local)))
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -149,8 +191,13 @@ class _Loop:
     last_eval: dict | None = None
 
     def emit(self, event: dict) -> None:
-        """Writes an event; runs with transfer phases say which phase it belongs to."""
-        self.writer.write({**event, "phase": self.phase.index} if self.phased else event)
+        """Writes an event; runs with transfer phases say which phase it belongs to. A log
+        that cannot be written stops the run, with a checkpoint of this step if it fits."""
+        try:
+            self.writer.write({**event, "phase": self.phase.index} if self.phased else event)
+        except MetricsWriteError as e:
+            saved = _save_after_log_failure(self, event)
+            raise MetricsWriteError(f"{e}, at step {self.step}; {saved}") from None
 
 
 def train_and_evaluate(
@@ -158,17 +205,26 @@ def train_and_evaluate(
     workdir: str,
     *,
     experiment_name: str = "",
+    run_record: dict | None = None,
     data: data_lib.Dataset | None = None,
     write_report: bool = True,
 ) -> Outcome:
     """Trains `config` in `workdir`, resuming from its latest good checkpoint if any.
 
+    run_record: where the experiment came from (`WORKDIR/run.json`, written with config.json).
     data: the dataset, when already loaded (default: `config.data`'s). write_report: the
     summary.txt and plots at the end (`--mode=benchmark` times the loop without them).
     SIGTERM/SIGINT from the start on (data loading and compilation included) stop the run at
     the next step boundary with a checkpoint."""
-    with _StopFlag() as stop, contextlib.ExitStack() as held:
-        return _train_and_evaluate(config, workdir, experiment_name, data, write_report, stop, held)
+    # XLA's RESOURCE_EXHAUSTED (compiling, a step, an evaluation) as one line, not a traceback.
+    with (
+        memory.exhaustion_is_user_error(memory.fix_for(config), "while training"),
+        _StopFlag() as stop,
+        contextlib.ExitStack() as held,
+    ):
+        return _train_and_evaluate(
+            config, workdir, experiment_name, data, write_report, stop, held, run_record
+        )
 
 
 def _train_and_evaluate(
@@ -179,14 +235,17 @@ def _train_and_evaluate(
     write_report: bool,
     stop: _StopFlag,
     held: contextlib.ExitStack,
+    run_record: dict | None = None,
 ) -> Outcome:
     t_start = time.perf_counter()
     # ---- Build: before touching the workdir, so a config mistake leaves nothing behind.
     recorded = workdir_lib.read_data_record(workdir)  # What a resumed run was trained on.
     exp = build(config, data, recorded=recorded)
-    if os.path.exists(workdir) and not os.path.isdir(workdir):
+    if files.exists(workdir) and not files.isdir(workdir):
         raise UserError(f"--workdir={workdir} is a file; give a directory (new or a run's).")
-    feed, evaluator = feeds.make_feeds(config, exp.data, exp.mesh, exp.state_shardings, exp.task)
+    feed, evaluator = feeds.make_feeds(
+        config, exp.data, exp.mesh, exp.state_shardings, exp.task, exp.abstract_state
+    )
     # What compiling needs of the state (the evaluation ignores the optimizer state, so the
     # first phase's shapes serve every phase); safe from the train step's donation.
     abstract = checkpoint.abstract_like(exp.abstract_state, exp.state_shardings)
@@ -245,6 +304,8 @@ def _train_and_evaluate(
     compile_s = time.perf_counter() - t_compile
     # Only now: a run whose checkpoints or settings do not fit keeps its own config.json.
     workdir_lib.write_config(config, workdir)
+    if run_record is not None:  # Each training command: the code that trained it last.
+        workdir_lib.write_run_record(workdir, run_record)
     if recorded is None:  # Once, at the start: a resume keeps what the run learned.
         workdir_lib.write_data_record(workdir, data_record.of(exp.data, cfg.data))
     writer = writers.MetricWriter(workdir, resume_step=start_step or None)
@@ -305,9 +366,10 @@ def _train_and_evaluate(
         run.state, run.sums = feed.run(run.state, run.sums, run.step, n)
         run.step += n
         is_last = run.step == exp.total_steps
-        if run.step % run.log_every == 0 or is_last or stop.signum:
+        stopping = stop.stops_at(run.step)
+        if run.step % run.log_every == 0 or is_last or stopping:
             _log(run)
-        if stop.signum:
+        if stopping:
             _preempt(run)
             status = "preempted"
             break
@@ -326,7 +388,10 @@ def _train_and_evaluate(
         run.last_eval = {**result, **arrays}
     feed.close()
     ckpts.close()
-    writer.close()
+    try:
+        writer.close()
+    except MetricsWriteError as e:
+        raise MetricsWriteError(f"{e}; the checkpoints up to step {run.step} are saved") from None
     if status == "completed" and write_report and jax.process_index() == 0:
         from cnnjax.train import report  # Local: matplotlib only when there is a report.
 
@@ -454,6 +519,31 @@ def _preempt(run: _Loop) -> None:
         f"saved. Re-run the same command with --workdir={run.workdir} to "
         "resume."
     )
+
+
+def _save_after_log_failure(run: _Loop, event: dict) -> str:
+    """After a failed metrics write: saves the current step as SIGTERM would, unless it is
+    saved already or its state is mid-switch to a new phase; says what the checkpoints hold.
+    Only in a one-process run: a save is collective, and only process 0 writes the log."""
+    step, ckpts, failed = run.step, run.ckpts, ""
+    fits = step > 0 and run.exp.phase_of_state(step) is run.phase
+    try:
+        if jax.process_count() == 1:
+            ckpts.wait()
+        if fits and jax.process_count() == 1 and step not in ckpts.steps():
+            _check_finite(run, params_too=True)
+            # A train event is written after its sums were taken: the next ones start at zero.
+            sums = run.new_sums() if event.get("kind") == "train" else run.sums
+            ckpts.save(step, {"state": run.state, "train_sums": sums})
+            ckpts.wait()
+    except checkpoint.CheckpointWriteError as e:
+        failed = f"the checkpoint could not be saved either ({e}); "
+    saved = ckpts.steps()
+    if not saved:
+        return f"{failed}no checkpoint is saved yet"
+    if saved[-1] == step:
+        return f"the checkpoint of step {step} is saved in {ckpts.directory}"
+    return f"{failed}the newest checkpoint, step {saved[-1]}, is intact in {ckpts.directory}"
 
 
 def _evaluate(run: _Loop) -> dict:

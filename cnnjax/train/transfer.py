@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import optax
 
+from cnnjax import files
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import UserError
 from cnnjax.train import checkpoint
@@ -90,14 +91,14 @@ def _read_checkpoint(path: str) -> dict:
     reader (manifest verified, unreadable steps warned about and skipped): `path` is a run
     directory or its checkpoints/ directory (its best step by the run's own `best_metric`,
     else the newest readable one), or one step directory (that step)."""
-    path = os.path.abspath(os.path.expanduser(path))
-    if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = files.absolute(path)
+    if files.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     step = None
-    if os.path.isdir(os.path.join(path, "default")) and os.path.basename(path).isdigit():
+    if files.isdir(os.path.join(path, "default")) and os.path.basename(path).isdigit():
         path, step = os.path.dirname(path), int(os.path.basename(path))
     ckpts = None
-    if os.path.isdir(path):
+    if files.isdir(path):
         saved = workdir_lib.read_config(os.path.dirname(path)) or {}
         metric = saved.get("best_metric", "accuracy")
         ckpts = checkpoint.Checkpoints(path, keep=1, best_metric=str(metric), read_only=True)

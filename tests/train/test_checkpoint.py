@@ -119,3 +119,20 @@ def test_best_by_loss_keeps_the_lowest(tmp_path):
     assert ckpts.best_step() == 2
     assert ckpts.steps() == [2, 4]  # The lowest loss plus the newest.
     ckpts.close()
+
+
+def test_processes_split_the_hashing_of_a_step_by_size():
+    """With several processes each hashes a share of a step's files when it is restored
+    (`_hash_share`): every file exactly once, about the same bytes each, the same split on
+    every process (it depends on the manifest alone)."""
+    from cnnjax.train.checkpoint import _hash_share
+
+    sizes = [184_614_912, 151_924_736, 33_189_888, 4_534_272, 3_856_749, 347_143, 195_737]
+    listed = {f"f{i}": {"size": s, "sha256": ""} for i, s in enumerate(sizes)}
+    assert _hash_share(listed, 0, 1) == sorted(listed)
+    for n in (2, 3, 4):
+        shares = [_hash_share(listed, p, n) for p in range(n)]
+        assert sorted(sum(shares, [])) == sorted(listed)
+        if n == 2:
+            loads = [sum(listed[r]["size"] for r in share) for share in shares]
+            assert max(loads) < 0.55 * sum(sizes)
