@@ -52,7 +52,6 @@ import logging
 import math
 import os
 import re
-import threading
 import time
 import warnings
 
@@ -64,6 +63,7 @@ from etils import epath
 
 from cnnjax import files
 from cnnjax.errors import UserError
+from cnnjax.train import background
 
 MANIFEST = "cnnjax_manifest.json"
 _MANIFEST_FORMAT = 1
@@ -207,7 +207,12 @@ class Checkpoints:
                 if self._background:  # One process: this is the save's worker thread.
                     _write_manifest(*args)
                 else:
-                    self._manifest = (step, _on_thread(_write_manifest, *args))
+                    self._manifest = (
+                        step,
+                        background.run_on_thread(
+                            _write_manifest, *args, name="ckpt-manifest", daemon=False
+                        ),
+                    )
         self._retain()
 
     def _join_manifest(self) -> None:
@@ -657,21 +662,6 @@ def _agreed(error: Exception | None, rels: list[str]) -> Exception | None:
     if 1 in codes:
         return IntegrityError(f"unreadable on process {codes.index(1)} (see its warning)")
     return None
-
-
-def _on_thread(fn, *args) -> concurrent.futures.Future:
-    """Runs `fn(*args)` on a new thread, which the interpreter waits for before it exits;
-    the future gives its result or error."""
-    future = concurrent.futures.Future()
-
-    def run():
-        try:
-            future.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future.
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="ckpt-manifest").start()
-    return future
 
 
 def _key_name(key) -> str:

@@ -29,7 +29,7 @@ from cnnjax import workdir as workdir_lib
 from cnnjax.core.params import count_params
 from cnnjax.data import record as data_record
 from cnnjax.errors import MetricsWriteError, NonFiniteLossError, UserError
-from cnnjax.train import checkpoint, feeds, writers
+from cnnjax.train import background, checkpoint, feeds, writers
 from cnnjax.train.experiment import (
     Experiment,
     Phase,
@@ -294,10 +294,12 @@ def _train_and_evaluate(
 
     # ---- Compile. The evaluation compiles on a worker thread while the training step compiles
     # and the first epoch trains: it is first needed at the end of that epoch.
-    eval_compiled = _in_background(evaluator.compile, abstract)
+    eval_compiled = background.run_on_thread(
+        evaluator.compile, abstract, name="compile", daemon=True
+    )
     if write_report and jax.process_index() == 0:
         # matplotlib's import (~1 s) happens while XLA compiles, not after training.
-        _in_background(_import_report_modules)
+        background.run_on_thread(_import_report_modules, name="import", daemon=True)
     t_compile = time.perf_counter()
     with model_must_fit_task(exp):
         feed.compile(state, sums)
@@ -574,20 +576,6 @@ def _checkpoint(run: _Loop, eval_metrics: dict | None) -> None:
         {"state": run.state, "train_sums": run.sums},
         metrics={metric: eval_metrics[metric]} if eval_metrics else None,
     )
-
-
-def _in_background(fn, *args) -> concurrent.futures.Future:
-    """Runs `fn(*args)` on a new daemon thread; the future gives its result or error."""
-    future = concurrent.futures.Future()
-
-    def run():
-        try:
-            future.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 - handed to whoever waits on the future.
-            future.set_exception(e)
-
-    threading.Thread(target=run, name="compile", daemon=True).start()
-    return future
 
 
 def _import_report_modules() -> None:
