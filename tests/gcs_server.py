@@ -5,7 +5,8 @@ stopped afterwards.
 `env` points every client cnnjax uses at it through their documented settings, and keeps them
 off the network: `STORAGE_EMULATOR_HOST` (google-cloud-storage, gcsfs through etils.epath),
 `TENSORSTORE_GCS_HTTP_URL` with `GOOGLE_AUTH_TOKEN_FOR_TESTING` (tensorstore, which orbax writes
-arrays with), the GCE metadata server on a closed loopback port and `NO_GCE_CHECK=true` (so no
+arrays with), `CLOUD_STORAGE_EMULATOR_ENDPOINT` (google-cloud-cpp, which array_record reads TFDS
+shards with), the GCE metadata server on a closed loopback port and `NO_GCE_CHECK=true` (so no
 auth library probes 169.254.169.254), and gcsfs' experimental bucket-type lookup off (it would
 ask the control-plane API, which the emulator does not serve). A plain module (on the path
 through pytest's `pythonpath`), like `launching`."""
@@ -31,6 +32,16 @@ class GCS:
 
     def uri(self, path: str) -> str:
         return f"gs://{self.bucket}/{path}"
+
+    def upload(self, name: str, data: bytes) -> None:
+        """Writes object `name` (the JSON API's media upload)."""
+        import urllib.parse
+
+        query = urllib.parse.urlencode({"uploadType": "media", "name": name})
+        request = urllib.request.Request(
+            f"{self.url}/upload/storage/v1/b/{self.bucket}/o?{query}", data=data, method="POST"
+        )
+        urllib.request.urlopen(request, timeout=30).close()
 
     def names(self, prefix: str) -> list[str]:
         """The object names under `prefix` (the JSON API's list call)."""
@@ -87,6 +98,7 @@ def gcs_server(bucket: str = "cnnjax-test"):
         closed = "127.0.0.1:9"  # Nothing listens there: a metadata probe fails at once.
         env = {
             "STORAGE_EMULATOR_HOST": url,
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,  # google-cloud-cpp, in array_record.
             "TENSORSTORE_GCS_HTTP_URL": url,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test-token",
             "GOOGLE_CLOUD_PROJECT": "test",

@@ -1,10 +1,6 @@
-"""Runs in object storage (issue 24): a `gs://` workdir against a real GCS JSON API on localhost
-(tests/gcs_server.py), through launch.py in subprocesses, as a TPU VM user would run them.
-
-Not covered here, and why: TFDS `data_dir=gs://...` is read by array_record's own file layer,
-which could not be pointed at the emulator (its reader blocks in `_create_reader`); cnnjax passes
-the URI through unchanged (`data.tfds_source.resolve_data_dir`), so on real GCS it is read
-as TFDS reads it."""
+"""Runs in object storage (issue 24): a `gs://` workdir and a `gs://` TFDS data_dir against a
+real GCS JSON API on localhost (tests/gcs_server.py), through launch.py in subprocesses, as a
+TPU VM user would run them."""
 
 import json
 import os
@@ -18,9 +14,15 @@ import pytest
 from gcs_server import gcs_server
 from launching import ROOT, TINY_QUICKSTART, launch, launch_env
 from PIL import Image
+from test_faults_tfds import SHARED_TFDS, VERSION, make_small_mnist
 
 pytest.importorskip("gcsfs")
 pytest.importorskip("google.cloud.storage")
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    return make_small_mnist(tmp_path_factory.mktemp("tfds"))
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,24 @@ def test_a_second_run_on_a_gs_workdir_exits_2_and_a_crashed_runs_lock_expires(gc
     taken = launch([*TINY_QUICKSTART, f"--workdir={run}", "--config.num_train_steps=10"], env=lease)
     assert taken.returncode == 0, taken.stdout + taken.stderr
     assert f"note: took over the lock of process {first.pid} on " in taken.stdout
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_TFDS, VERSION)), reason="no ../shared")
+def test_a_prepared_tfds_dataset_in_a_bucket_trains_like_the_local_copy(gcs, small_mnist, tmp_path):
+    """TFDS reads dataset_info.json through etils (gcsfs) and the array_record shards through
+    google-cloud-cpp: both from the bucket, and the run learns what the local copy teaches."""
+    for name in sorted(os.listdir(small_mnist / VERSION)):
+        gcs.upload(f"tfds/{VERSION}/{name}", (small_mnist / VERSION / name).read_bytes())
+    args = [*TINY_QUICKSTART, "--config.num_train_steps=8", "--config.data.name=mnist"]
+    args += ["--config.eval_every_steps=8", "--config.checkpoint_every_steps=8"]
+    local = launch([*args, f"--config.data.data_dir={small_mnist}", f"--workdir={tmp_path / 'a'}"])
+    assert local.returncode == 0, local.stdout + local.stderr
+    remote = launch(
+        [*args, f"--config.data.data_dir={gcs.uri('tfds')}", f"--workdir={gcs.uri('runs/mnist')}"],
+        env=gcs.env,
+    )
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "on mnist (256 train / 64 test)" in remote.stdout
+    assert (
+        remote.stdout.splitlines()[-1].split(";")[0] == local.stdout.splitlines()[-1].split(";")[0]
+    )

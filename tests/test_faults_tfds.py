@@ -27,10 +27,14 @@ def _file(data_dir, split):
 
 @pytest.fixture(scope="module")
 def small_mnist(tmp_path_factory):
-    """A prepared data dir holding the first SIZES records of each split of ../shared's MNIST."""
+    return make_small_mnist(tmp_path_factory.mktemp("tfds"))
+
+
+def make_small_mnist(data_dir):
+    """A prepared data dir (a pathlib.Path) holding the first SIZES records of each split of
+    ../shared's MNIST; returns it."""
     from array_record.python import array_record_module
 
-    data_dir = tmp_path_factory.mktemp("tfds")
     os.makedirs(data_dir / VERSION)
     with open(os.path.join(SHARED_TFDS, VERSION, "dataset_info.json"), encoding="utf-8") as f:
         info = json.load(f)
