@@ -14,6 +14,7 @@ reader never sees half a file. An object store's upload is already all-or-nothin
 is replaced only when the upload completes), so a URI is written in one upload.
 """
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "read_bytes",
     "remove",
     "rename",
+    "scan",
     "size",
     "walk_files",
     "write_atomic",
@@ -88,6 +90,44 @@ def listdir(path) -> list[str]:
     if is_uri(path):
         return [p.name for p in _epath(path).iterdir()]
     return os.listdir(path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One entry of a folder listing (`scan`)."""
+
+    name: str
+    path: str
+    is_dir: bool
+    size: int
+    mtime: str  # A version stamp: the local st_mtime_ns, or the object's update time.
+
+
+def scan(path) -> list[Entry]:
+    """The entries of a folder with their kind, size and modification stamp: one `os.scandir`
+    locally, one listing request in object storage (not one request per file)."""
+    path = os.fspath(path)
+    if not is_uri(path):
+        out = []
+        for e in os.scandir(path):
+            if e.is_dir():
+                out.append(Entry(e.name, e.path, True, 0, ""))
+            elif e.is_file():  # Not a broken link, a socket, ...
+                st = e.stat()
+                out.append(Entry(e.name, e.path, False, st.st_size, str(st.st_mtime_ns)))
+        return out
+    import fsspec
+
+    _epath(path)  # The [gcs] extra's check.
+    fs = fsspec.filesystem(path.split("://", 1)[0])
+    base = path.rstrip("/")
+    out = []
+    for info in fs.ls(base, detail=True):
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        is_dir = info.get("type") == "directory"
+        stamp = str(info.get("generation") or info.get("updated") or info.get("mtime") or "")
+        out.append(Entry(name, f"{base}/{name}", is_dir, int(info.get("size") or 0), stamp))
+    return out
 
 
 def open_file(path, mode: str = "rb"):

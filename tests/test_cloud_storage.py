@@ -156,3 +156,31 @@ def test_a_prepared_tfds_dataset_in_a_bucket_trains_like_the_local_copy(gcs, sma
     assert (
         remote.stdout.splitlines()[-1].split(";")[0] == local.stdout.splitlines()[-1].split(";")[0]
     )
+
+
+@pytest.mark.parametrize("feeding", ["device", "stream"])
+def test_an_image_folder_in_a_bucket_trains_like_the_local_folder(gcs, tmp_path, feeding):
+    """`folder:gs://...`: listed with one request per folder, decoded from the bucket (in memory,
+    cached on this machine; or streamed), and the run matches the one on the local copy."""
+    from test_faults_inputs import TINY_FOLDER_RUN, write_folder
+
+    root = tmp_path / "animals"
+    write_folder(str(root), ["cat", "dog", "fish"])
+    for file in sorted(root.rglob("*.png")):
+        gcs.upload(f"animals-{feeding}/{file.relative_to(root)}", file.read_bytes())
+    args = [*TINY_FOLDER_RUN, f"--config.data.feeding={feeding}"]
+    local = launch([*args, f"--config.data.name=folder:{root}", f"--workdir={tmp_path / 'a'}"])
+    assert local.returncode == 0, local.stdout + local.stderr
+    remote = launch(
+        [
+            *args,
+            f"--config.data.name=folder:{gcs.uri(f'animals-{feeding}')}",
+            f"--workdir={tmp_path / 'b'}",
+        ],
+        env={**gcs.env, "CNNJAX_DATA_CACHE": str(tmp_path / "cache")},
+    )
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "(12 train / 6 test)" in remote.stdout, remote.stdout
+    assert (
+        remote.stdout.splitlines()[-1].split(";")[0] == local.stdout.splitlines()[-1].split(";")[0]
+    )

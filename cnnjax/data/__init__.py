@@ -16,6 +16,7 @@ from cnnjax import memory
 from cnnjax.data import digits, folder, preprocessing, shapes, stats, synthetic, tfds_source
 from cnnjax.data.records import Records
 from cnnjax.errors import UserError, did_you_mean
+from cnnjax.files import absolute as absolute_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _stream_folder(data_config) -> Dataset:
             f"{data_config.name} is streamed (bigger than device memory, or feeding=stream), "
             "which needs one image size: set --config.data.image_size (e.g. 224)."
         )
-    path = os.path.abspath(os.path.expanduser(data_config.name.removeprefix(FOLDER_PREFIX)))
+    path = absolute_path(data_config.name.removeprefix(FOLDER_PREFIX))
     class_names, files = folder.list_files(path)
     train, test = (
         folder.FolderSource(files[split], os.path.join(path, split)) for split in folder.SPLITS

@@ -27,6 +27,7 @@ import warnings
 
 import numpy as np
 
+from cnnjax import files as storage
 from cnnjax.data import cache
 from cnnjax.data.progress import DecodeProgress
 from cnnjax.errors import UserError
@@ -63,32 +64,39 @@ def _reason(error: Exception) -> str:
 
 def _class_dirs(split_dir: str) -> list[str]:
     return sorted(
-        e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")
+        e.name for e in storage.scan(split_dir) if e.is_dir and not e.name.startswith(".")
+    )
+
+
+def _image_entries(class_dir: str) -> list[storage.Entry]:
+    return sorted(
+        (
+            e
+            for e in storage.scan(class_dir)
+            # Hidden files include macOS "._x.jpg" resource forks, which are not images.
+            if not e.is_dir
+            and not e.name.startswith(".")
+            and os.path.splitext(e.name)[1].lower() in EXTENSIONS
+        ),
+        key=lambda e: e.path,
     )
 
 
 def _image_files(class_dir: str) -> list[str]:
-    return sorted(
-        e.path
-        for e in os.scandir(class_dir)
-        # Hidden files include macOS "._x.jpg" resource forks, which are not images.
-        if e.is_file()
-        and not e.name.startswith(".")
-        and os.path.splitext(e.name)[1].lower() in EXTENSIONS
-    )
+    return [e.path for e in _image_entries(class_dir)]
 
 
 def list_files(path: str) -> tuple[tuple[str, ...], dict[str, list[tuple[str, int]]]]:
     """Class names (as `shown`) and, per split, the sorted (file, label) pairs, with clear
     UserErrors."""
     where = shown(path)
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise UserError(
             f"Image folder {where!r} does not exist (expected {where}/train/<class>/*.jpg|png "
             f"and {where}/test/<class>/...)."
         )
     for split in SPLITS:
-        if not os.path.isdir(os.path.join(path, split)):
+        if not storage.isdir(os.path.join(path, split)):
             raise UserError(
                 f"Image folder {where!r} has no {split}/ subfolder: expected "
                 f"{where}/{split}/<class>/*.jpg|png."
@@ -108,7 +116,7 @@ def list_files(path: str) -> tuple[tuple[str, ...], dict[str, list[tuple[str, in
     for split in SPLITS:
         for label, name in enumerate(folders):
             class_dir = os.path.join(path, split, name)
-            class_files = _image_files(class_dir) if os.path.isdir(class_dir) else []
+            class_files = _image_files(class_dir) if storage.isdir(class_dir) else []
             if split == "train" and not class_files:
                 empty.append(shown(name))
             files[split].extend((f, label) for f in class_files)
@@ -127,11 +135,17 @@ def list_files(path: str) -> tuple[tuple[str, ...], dict[str, list[tuple[str, in
 
 def _cache_key(path: str, files: dict[str, list[tuple[str, int]]], image_size: int) -> str:
     digest = hashlib.sha256(f"v{_CACHE_VERSION} size={image_size}\n".encode())
+    # Sizes and stamps from one listing per class folder (one request each in a bucket).
+    stamps = {
+        e.path: (e.size, e.mtime)
+        for folder in sorted({os.path.dirname(f) for split in SPLITS for f, _ in files[split]})
+        for e in _image_entries(folder)
+    }
     for split in SPLITS:
         for file, label in files[split]:
-            stat = os.stat(file)
+            size, mtime = stamps[file]
             rel = os.path.relpath(file, path)
-            line = f"{split}\t{rel}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+            line = f"{split}\t{rel}\t{label}\t{size}\t{mtime}\n"
             digest.update(os.fsencode(line))  # Any name's bytes, UTF-8 or not (see `shown`).
     return digest.hexdigest()[:24]
 
@@ -142,6 +156,8 @@ def _cache_dir(path: str, cache_dir: str | None) -> str | None:
     if cache_dir:
         candidates = [cache_dir]
     elif cache.configured():
+        candidates = [cache.home()]
+    elif storage.is_uri(path):  # A bucket: the decoded copy stays on this machine.
         candidates = [cache.home()]
     else:
         candidates = [os.path.join(path, ".cnnjax_cache"), cache.home()]
@@ -154,7 +170,7 @@ def _decode(file: str, image_size: int) -> np.ndarray | str:
     from PIL import Image
 
     try:
-        with Image.open(file) as image:
+        with storage.open_file(file, "rb") as f, Image.open(f) as image:
             image.load()
             gray = image.mode in _GRAY_MODES
             if image.mode in _WIDE_GRAY_MODES:
@@ -268,7 +284,7 @@ def load_folder(
     image_size: > 0 resizes every image to (image_size, image_size); 0 requires one shared size.
     cache_dir: where the decoded .npz goes (default <path>/.cnnjax_cache, else ~/.cache/cnnjax).
     """
-    path = os.path.abspath(os.path.expanduser(path))
+    path = storage.absolute(path)
     class_names, files = list_files(path)
     key = _cache_key(path, files, image_size)
     # The folder and image size prefix its cache files, so a rebuild drops its stale ones.
@@ -305,13 +321,13 @@ def pixel_bytes(path: str, image_size: int = 0) -> int:
     folder then names the unreadable files)."""
     from PIL import Image
 
-    _, files = list_files(os.path.abspath(os.path.expanduser(path)))
+    _, files = list_files(storage.absolute(path))
     n = sum(len(files[split]) for split in SPLITS)
     if image_size > 0:
         return n * image_size * image_size * 3
     for file, _ in files["train"]:
         try:
-            with Image.open(file) as im:
+            with storage.open_file(file, "rb") as f, Image.open(f) as im:
                 width, height = im.size
         except _read_errors():
             continue
@@ -346,7 +362,7 @@ class FolderSource:
             return None
         file = self.files[i][0]
         try:
-            with open(file, "rb") as f:
+            with storage.open_file(file, "rb") as f:
                 return transforms.decode(f.read())
         except _read_errors() as e:
             with self._lock:
