@@ -87,8 +87,20 @@ def test_a_gs_workdir_trains_resumes_bit_identical_and_every_mode_reads_it(gcs, 
     )
     image = tmp_path / "digit.png"
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(image)
-    predicted = launch([*args, "--mode=predict", f"--images={image}"], env=gcs.env)
-    assert predicted.returncode == 0 and "1. " in predicted.stdout, predicted.stderr
+    gcs.upload("images/digit.png", image.read_bytes())
+    remote_image = gcs.uri("images/digit.png")
+    predicted = launch([*args, "--mode=predict", f"--images={image},{remote_image}"], env=gcs.env)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    lines = predicted.stdout.splitlines()
+    top = lambda path: lines[lines.index(f"{path}:") + 1 :][:5]  # noqa: E731
+    assert top(image) == top(remote_image), predicted.stdout  # The same file, read from GCS.
+    started = launch(
+        [*TINY_QUICKSTART, "--config.num_train_steps=5", f"--config.init.checkpoint={run}"]
+        + [f"--workdir={tmp_path / 'from_gs'}"],
+        env=gcs.env,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert f"init: reading step 40 of {run}/checkpoints (its best by accuracy)" in started.stdout
     exported = launch([*args, "--mode=export", "--config.export.formats=onnx"], env=gcs.env)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     drawn = launch([*args, "--mode=visualize", "--config.viz.max_eval_images=16"], env=gcs.env)
