@@ -43,6 +43,19 @@ def launch_env(env=None):
     return {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {}), "XLA_FLAGS": " ".join(flags)}
 
 
+def start(args, *, env=None, stderr=subprocess.PIPE) -> subprocess.Popen:
+    """Starts `python launch.py ARGS` from the project root in the background (text pipes);
+    the caller waits for it, signals it or kills it."""
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+        cwd=ROOT,
+        env=launch_env(env),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
 def launch(args, *, env=None, timeout=300, check=False):
     """Runs `python launch.py ARGS` from the project root; returns the CompletedProcess."""
     proc = subprocess.run(

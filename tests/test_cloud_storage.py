@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 from gcs_server import gcs_server
-from launching import ROOT, TINY_QUICKSTART, launch, launch_env
+from launching import ROOT, TINY_QUICKSTART, launch, start
 from PIL import Image
 from test_faults_tfds import SHARED_TFDS, VERSION, make_small_mnist
 
@@ -121,14 +120,7 @@ def test_a_second_run_on_a_gs_workdir_exits_2_and_a_crashed_runs_lock_expires(gc
         "--config.checkpoint_every_steps=0",
         "--config.log_every_steps=100",
     ]
-    first = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "launch.py"), *long_run],
-        cwd=ROOT,
-        env=launch_env(lease),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    first = start(long_run, env=lease, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while "runs/locked/.cnnjax.lock" not in gcs.names("runs/locked/"):

@@ -227,22 +227,13 @@ def test_a_disk_filling_up_under_the_logs_is_one_line_exit_4_at_once(tmp_path, t
     hung for ever, SIGTERM ignored), then the checkpoint does not fit either; the run ends at
     once, exit 4, one line."""
     import contextlib
-    import subprocess
-    import sys
     import time
 
-    from launching import ROOT, launch_env
+    from launching import start
 
     small = tmpfs(tmp_path / "small", "2m")
     run = small / "run"
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "launch.py"), *_LOG_EVERY_STEP, f"--workdir={run}"],
-        cwd=ROOT,
-        env=launch_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start([*_LOG_EVERY_STEP, f"--workdir={run}"])
     try:
         deadline = time.time() + 120
         metrics = run / "metrics.jsonl"

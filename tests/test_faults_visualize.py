@@ -5,11 +5,10 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
-from launching import ROOT, launch, launch_env
+from launching import launch, start
 from PIL import Image
 
 
@@ -47,20 +46,13 @@ def test_sigterm_while_drawing_is_one_line_exit_143_and_whole_pictures(
 ):
     """Also `viz.dir`: the pictures go there, and the run's folder is left alone."""
     plots = tmp_path / "plots"
-    proc = subprocess.Popen(
+    proc = start(
         [
-            sys.executable,
-            os.path.join(ROOT, "launch.py"),
             "--experiment=quickstart",
             f"--workdir={quickstart_20_steps}",
             "--mode=visualize",
             f"--config.viz.dir={plots}",
-        ],
-        cwd=ROOT,
-        env=launch_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ]
     )
     try:
         deadline = time.monotonic() + 240
