@@ -24,14 +24,11 @@ an older commit: `git show REV:cnnjax/train/checkpoint.py > /tmp/old.py`).
 import argparse
 import importlib.util
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import processes
 
 
 def main():
@@ -47,27 +44,12 @@ def main():
     args = p.parse_args()
     if args.process_id >= 0:
         return worker(args)
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
     directory = args.dir or os.path.join(tempfile.mkdtemp(prefix="ckpt-verify-"), "ckpt")
-    argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], f"--dir={directory}"]
-    procs = [
-        subprocess.Popen([*argv, f"--process_id={i}", f"--port={port}"], cwd=ROOT)
-        for i in range(args.processes)
-    ]
-    try:
-        codes = [proc.wait(timeout=1800) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    sys.exit(max(codes))
+    processes.run_workers(__file__, args.processes, extra=[f"--dir={directory}"])
 
 
 def worker(args):
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    sys.path.insert(0, ROOT)
+    processes.one_device_per_process()
     import jax
     import numpy as np
     from jax.experimental import multihost_utils

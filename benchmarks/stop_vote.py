@@ -16,14 +16,11 @@
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import processes
 
 
 def main():
@@ -38,27 +35,13 @@ def main():
     args = p.parse_args()
     if args.process_id >= 0:
         return worker(args)
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    argv = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
-    argv.append(f"--dir={tempfile.mkdtemp(prefix='stop-vote-')}")
-    procs = [
-        subprocess.Popen([*argv, f"--process_id={i}", f"--port={port}"], cwd=ROOT)
-        for i in range(args.processes)
-    ]
-    try:
-        codes = [proc.wait(timeout=1800) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    sys.exit(max(codes))
+    processes.run_workers(
+        __file__, args.processes, extra=[f"--dir={tempfile.mkdtemp(prefix='stop-vote-')}"]
+    )
 
 
 def worker(args):
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    sys.path.insert(0, ROOT)
+    processes.one_device_per_process()
     import jax
 
     import experiments
